@@ -1,0 +1,16 @@
+// Activities for the `gpu` task queue: pretraining, one at a time per worker.
+import type { StoreConfig } from '../core/config.js';
+import type { StageRef } from '../core/stage.js';
+import type { ShardResult } from '../stages/data/index.js';
+import { pretrainStage, type PretrainConfig, type PretrainResult } from '../stages/pretrain/index.js';
+import type { ActivityOutcome } from '../workflows/types.js';
+import { runStageActivity } from './context.js';
+
+export async function pretrain(args: {
+  store: StoreConfig;
+  pretrain: PretrainConfig;
+  dataset: StageRef<ShardResult>;
+  proposals: StageRef[];
+}): Promise<ActivityOutcome<PretrainResult>> {
+  return runStageActivity(pretrainStage, args.store, { dataset: args.dataset, proposals: args.proposals }, args.pretrain);
+}

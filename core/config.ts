@@ -1,0 +1,116 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { parseDocument } from 'yaml';
+import { digest } from './hash.js';
+import { BadInputError } from './errors.js';
+import { shardConfigSchema } from '../stages/data/index.js';
+import { proposalConfigSchema } from '../stages/proposals/index.js';
+import { pretrainConfigSchema } from '../stages/pretrain/index.js';
+import { evaluationConfigSchema } from '../stages/downstream/index.js';
+
+export const storeConfigSchema = z
+  .object({
+    /** `s3://bucket/prefix` or `file:///path`. */
+    uri: z.string().regex(/^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.+)$/, 'an s3://bucket/prefix or file:///path URI').default('s3://densepipe/artifacts'),
+    /** S3-compatible endpoint; unset means the local server from `densepipe up`, or AWS. */
+    endpoint: z.url().optional(),
+    region: z.string().optional(),
+    createBucket: z.boolean().default(true),
+  })
+  .strict();
+
+export const orchestrationConfigSchema = z
+  .object({
+    /** How long a silent activity may go before Temporal retries it elsewhere (a killed worker's work). */
+    heartbeatTimeoutSeconds: z.number().int().min(2).max(3600).default(60),
+  })
+  .strict();
+
+export const runConfigSchema = z
+  .object({
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, - and _ (at most 63)')
+      .default('run'),
+    description: z.string().optional(),
+    store: storeConfigSchema.prefault({}),
+    data: shardConfigSchema.prefault({}),
+    proposals: proposalConfigSchema.prefault({}),
+    pretrain: pretrainConfigSchema.prefault({}),
+    evaluation: evaluationConfigSchema.prefault({}),
+    orchestration: orchestrationConfigSchema.prefault({}),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof runConfigSchema>;
+export type StoreConfig = z.infer<typeof storeConfigSchema>;
+
+export class ConfigError extends BadInputError {
+  override readonly name = 'ConfigError' as 'BadInputError';
+}
+
+/** One line per problem: `file: pretrain.batchSize: expected number, got "32x"`. */
+export function describeZodError(error: z.ZodError, source: string): string {
+  return error.issues
+    .map((issue) => {
+      const path = issue.path.length ? issue.path.join('.') : '(top level)';
+      return `${source}: ${path}: ${issue.message}`;
+    })
+    .join('\n');
+}
+
+export function parseRunConfig(raw: unknown, source = 'config'): RunConfig {
+  const result = runConfigSchema.safeParse(raw ?? {});
+  if (!result.success) throw new ConfigError(`invalid config\n${describeZodError(result.error, source)}`);
+  return result.data;
+}
+
+/** The hash that names a config in search attributes and reports (over the validated, defaulted config). */
+export function configHash(config: RunConfig): string {
+  return digest(config, 12);
+}
+
+export async function loadRunConfig(path: string, overrides: Record<string, unknown> = {}): Promise<{ config: RunConfig; hash: string; text: string }> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config: ${(err as Error).message}`, path);
+  }
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) throw new ConfigError(`YAML syntax error: ${doc.errors[0]!.message}`, path);
+  const raw = mergeDeep((doc.toJS() ?? {}) as Record<string, unknown>, overrides);
+  const config = parseRunConfig(raw, path);
+  return { config, hash: configHash(config), text };
+}
+
+/** Apply `a.b.c=value` overrides from the command line onto a parsed YAML object. */
+export function parseOverrides(pairs: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new ConfigError(`override ${JSON.stringify(pair)} is not KEY=VALUE (e.g. pretrain.steps=20)`);
+    const path = pair.slice(0, eq).split('.');
+    let value: unknown = pair.slice(eq + 1);
+    try {
+      value = JSON.parse(value as string);
+    } catch {
+      /* keep as string */
+    }
+    let node = out;
+    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    node[path[path.length - 1]!] = value;
+  }
+  return out;
+}
+
+export function mergeDeep(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(extra)) {
+    const cur = out[k];
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
+      ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>)
+      : v;
+  }
+  return out;
+}

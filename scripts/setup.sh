@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# densepipe set-up: everything the demo and the tests need, installed idempotently from package
+# registries only (npm, PyPI, the Go module proxy). Safe to run again: each step checks first.
+#
+#   1. npm dependencies (npm ci, only when package-lock.json changed)
+#   2. libtensorflow 2.21.0 (C API .so files + headers) from the PyPI tensorflow-cpu wheel, cached
+#   3. the @tensorflow/tfjs-node N-API binding, built from source against it
+#   4. the Temporal CLI dev server and the versitygw S3 server, built with `go install`, cached
+#   5. the TypeScript build (dist/) and the prebuilt Temporal workflow bundle
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${DENSEPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/densepipe}
+BIN=$CACHE/bin
+TEMPORAL_CLI_VERSION=v1.5.1   # newest temporalio/cli tag whose go.mod has no replace directive
+VERSITYGW_VERSION=v1.8.0
+TF_VERSION=2.21.0
+# The wheel is pinned by hash; its .so files do not depend on the Python version it was built for.
+TF_WHEEL=tensorflow_cpu-${TF_VERSION}-cp311-cp311-manylinux_2_27_x86_64.whl
+TF_WHEEL_SHA256=2b847d217b02ee7731ed91431daf3250daa0196c3c94614d23be27232e6e5b6c
+LIBTF=$CACHE/libtensorflow-$TF_VERSION
+
+say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+cd "$ROOT"
+mkdir -p "$BIN"
+
+# --- 0. toolchains --------------------------------------------------------------------------
+command -v node >/dev/null || die "Node.js 20+ is required (not found on PATH)"
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=3)?0:1)' \
+  || die "Node.js >= 20.3 is required (found $(node --version))"
+command -v npm >/dev/null || die "npm is required (not found on PATH)"
+
+# --- 1. npm dependencies ---------------------------------------------------------------------
+lock_hash=$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -f node_modules/.densepipe-lock ] || [ "$(cat node_modules/.densepipe-lock)" != "$lock_hash" ]; then
+  say "installing npm dependencies (npm ci)"
+  # tfjs-node's own install script would download libtensorflow from the internet; package.json's
+  # allowScripts keeps npm from running it, and step 3 builds the binding instead.
+  npm ci --no-audit --no-fund
+  echo "$lock_hash" > node_modules/.densepipe-lock
+fi
+
+# --- 2. libtensorflow from the tensorflow-cpu wheel -------------------------------------------
+if [ ! -f "$LIBTF/.complete" ]; then
+  command -v python3 >/dev/null || die "python3 with pip is needed once, to fetch libtensorflow from PyPI (tensorflow-cpu==$TF_VERSION)"
+  say "fetching libtensorflow $TF_VERSION from PyPI (tensorflow-cpu wheel, ~270 MB, once)"
+  tmp=$(mktemp -d "$CACHE/wheel.XXXXXX")
+  trap 'rm -rf "$tmp"' EXIT
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_27_x86_64 "tensorflow-cpu==$TF_VERSION" -d "$tmp" \
+    || die "pip could not download tensorflow-cpu==$TF_VERSION (is PyPI reachable?)"
+  echo "$TF_WHEEL_SHA256  $tmp/$TF_WHEEL" | sha256sum -c --quiet - || die "tensorflow-cpu wheel hash mismatch"
+  rm -rf "$LIBTF" && mkdir -p "$LIBTF/lib"
+  python3 - "$tmp/$TF_WHEEL" "$LIBTF" <<'PY'
+import sys, zipfile, os, shutil
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name in ('tensorflow/libtensorflow_cc.so.2', 'tensorflow/libtensorflow_framework.so.2'):
+            with z.open(name) as src, open(os.path.join(out, 'lib', os.path.basename(name)), 'wb') as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        elif name.startswith('tensorflow/include/') and not name.endswith('/'):
+            rel = name[len('tensorflow/include/'):]
+            # Only the C API headers and what they include; the C++ and Eigen trees are not needed.
+            if rel.startswith(('tensorflow/c/', 'tensorflow/core/platform/', 'tsl/platform/', 'xla/tsl/c/', 'tsl/c/')):
+                dest = os.path.join(out, 'include', rel)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with z.open(name) as src, open(dest, 'wb') as dst:
+                    shutil.copyfileobj(src, dst)
+PY
+  # tfjs-node links -ltensorflow -ltensorflow_framework; its install script treats an existing
+  # libtensorflow.so.2.9.1 as "already downloaded". The wheel's libtensorflow_cc.so.2 exports the C API.
+  ln -sf libtensorflow_cc.so.2 "$LIBTF/lib/libtensorflow.so"
+  ln -sf libtensorflow_framework.so.2 "$LIBTF/lib/libtensorflow_framework.so"
+  ln -sf libtensorflow_cc.so.2 "$LIBTF/lib/libtensorflow.so.2.9.1"
+  touch "$LIBTF/.complete"
+  rm -rf "$tmp"; trap - EXIT
+fi
+
+# --- 3. the tfjs-node binding -------------------------------------------------------------------
+TFJS=node_modules/@tensorflow/tfjs-node
+if ! node -e "require('./$TFJS/lib/napi-v8/tfjs_binding.node')" 2>/dev/null; then
+  say "building the @tensorflow/tfjs-node binding against libtensorflow $TF_VERSION"
+  rm -rf "$TFJS/deps" && mkdir -p "$TFJS/deps"
+  ln -s "$LIBTF/lib" "$TFJS/deps/lib"
+  ln -s "$LIBTF/include" "$TFJS/deps/include"
+  nodedir=$(node -p "require('path').resolve(process.execPath, '../..')")
+  [ -f "$nodedir/include/node/node_api.h" ] || die "Node headers not found under $nodedir/include/node (install the nodejs headers package)"
+  ( cd "$TFJS" && PATH="$ROOT/node_modules/.bin:$PATH" npm_config_nodedir="$nodedir" npm_config_build_from_source=true \
+      node scripts/install.js ) >"$CACHE/tfjs-node-build.log" 2>&1 \
+    || die "tfjs-node binding build failed; see $CACHE/tfjs-node-build.log"
+  node -e "require('./$TFJS/lib/napi-v8/tfjs_binding.node')" || die "tfjs-node binding built but does not load"
+fi
+
+# --- 4. Temporal CLI and versitygw ------------------------------------------------------------
+go_install() { # name module version
+  local name=$1 module=$2 version=$3
+  if [ -x "$BIN/$name" ] && [ "$(cat "$BIN/.$name.version" 2>/dev/null)" = "$version" ]; then return; fi
+  command -v go >/dev/null || die "Go is required to build $name ($module@$version); install Go >= 1.25 and re-run"
+  say "building $name $version with go install (a few minutes, once)"
+  GOBIN="$BIN" GOFLAGS=-buildvcs=false go install "$module@$version" || die "go install $module@$version failed"
+  echo "$version" > "$BIN/.$name.version"
+}
+go_install temporal github.com/temporalio/cli/cmd/temporal "$TEMPORAL_CLI_VERSION"
+go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERSION"
+
+# --- 5. build ---------------------------------------------------------------------------------
+say "compiling TypeScript"
+npx tsc -p tsconfig.json
+node scripts/bundle-workflows.mjs
+say "ready (tools in $BIN)"

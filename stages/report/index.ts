@@ -1,0 +1,159 @@
+import { stringify } from 'yaml';
+import type { ArtifactStore } from '../../core/store/index.js';
+import { getJson, joinKey } from '../../core/store/index.js';
+import type { RunConfig } from '../../core/config.js';
+import type { StageRef } from '../../core/stage.js';
+import type { StageProgress } from '../../workflows/types.js';
+import { escapeHtml as esc, linePlot } from './svg.js';
+
+export interface ReportRequest {
+  run: {
+    workflowId: string;
+    runId: string;
+    startedAt: string;
+    config: RunConfig;
+    configHash: string;
+    resumedFrom?: string;
+  };
+  stages: StageProgress[];
+  refs: {
+    dataset: StageRef;
+    proposals: StageRef[];
+    pretrain: StageRef<{ backboneKey?: string; finalLoss?: number; steps?: number; lossCurveKey?: string; imagesPerSecond?: number; resumedFromStep?: number }>;
+    evaluation: StageRef<{ metrics: Record<string, number> }>;
+    baseline: StageRef<{ metrics: Record<string, number> }>;
+  };
+}
+
+export interface WrittenReport {
+  htmlKey: string;
+  markdownKey: string;
+  jsonKey: string;
+  url: string;
+}
+
+interface LossPoint {
+  step: number;
+  loss: number;
+}
+
+/** Accept either [{step, loss}] or {step: [...], loss: [...]} from the pretraining stage. */
+async function readLossCurve(store: ArtifactStore, key: string | undefined): Promise<LossPoint[]> {
+  if (!key) return [];
+  try {
+    const raw = await getJson<unknown>(store, key);
+    if (Array.isArray(raw)) return raw.filter((p) => p && typeof p.step === 'number' && typeof p.loss === 'number') as LossPoint[];
+    const obj = raw as { step?: number[]; steps?: number[]; loss?: number[]; points?: LossPoint[] };
+    if (obj.points) return obj.points;
+    const steps = obj.step ?? obj.steps ?? [];
+    return (obj.loss ?? []).map((loss, i) => ({ step: steps[i] ?? i, loss }));
+  } catch {
+    return [];
+  }
+}
+
+function fmt(v: number | undefined): string {
+  if (v === undefined || !Number.isFinite(v)) return '–';
+  return Math.abs(v) >= 100 ? v.toFixed(1) : v.toFixed(4);
+}
+
+export function reportPrefix(workflowId: string): string {
+  return joinKey('runs', workflowId.replace(/[^A-Za-z0-9_-]/g, '_'));
+}
+
+/**
+ * The run report: config, stage timings (and which stages were reused), pretraining curve, and
+ * the metrics of the pretrained backbone next to a random-init baseline on the same evaluation.
+ * Written per run (timings differ between runs), in HTML, Markdown and JSON.
+ */
+export async function writeRunReport(store: ArtifactStore, req: ReportRequest): Promise<WrittenReport> {
+  const prefix = reportPrefix(req.run.workflowId);
+  const { config } = req.run;
+  const metrics = req.refs.evaluation.result.metrics ?? {};
+  const baseline = req.refs.baseline.result.metrics ?? {};
+  const metricNames = [...new Set([...Object.keys(metrics), ...Object.keys(baseline)])].sort();
+  const curve = await readLossCurve(store, req.refs.pretrain.result.lossCurveKey);
+  const totalCompute = req.stages.reduce((a, s) => a + s.computeSeconds, 0);
+  const title = `densepipe report: ${config.name} (${config.pretrain.method})`;
+
+  const json = {
+    schema: 'densepipe.run-report/v1',
+    run: { ...req.run, config: undefined },
+    config,
+    stages: req.stages,
+    totalComputeSeconds: totalCompute,
+    metrics,
+    baselineMetrics: baseline,
+    pretrain: req.refs.pretrain.result,
+    refs: Object.fromEntries(
+      Object.entries(req.refs).map(([k, v]) => [k, Array.isArray(v) ? v.map((r) => r.manifestKey) : (v as StageRef).manifestKey]),
+    ),
+  };
+
+  const stageRows = req.stages.map(
+    (s) => `| ${s.step} | ${s.status} | ${s.partsDone}/${s.parts} | ${s.cachedParts} | ${s.computeSeconds.toFixed(2)} |`,
+  );
+  const metricRows = metricNames.map((m) => `| ${m} | ${fmt(metrics[m])} | ${fmt(baseline[m])} | ${fmt((metrics[m] ?? NaN) - (baseline[m] ?? NaN))} |`);
+  const markdown = [
+    `# ${title}`,
+    '',
+    `- workflow: \`${req.run.workflowId}\` (run \`${req.run.runId}\`), started ${req.run.startedAt}`,
+    `- config hash: \`${req.run.configHash}\`${req.run.resumedFrom ? `, resumed from \`${req.run.resumedFrom}\`` : ''}`,
+    `- pretraining: ${req.refs.pretrain.result.steps ?? '?'} steps, final loss ${fmt(req.refs.pretrain.result.finalLoss)}, ${fmt(req.refs.pretrain.result.imagesPerSecond)} images/s`,
+    '',
+    '## Metrics',
+    '',
+    `| metric | ${config.pretrain.method} | random init | Δ |`,
+    '|---|---|---|---|',
+    ...metricRows,
+    '',
+    '## Stages',
+    '',
+    '| stage | status | parts | reused | compute s |',
+    '|---|---|---|---|---|',
+    ...stageRows,
+    '',
+    `Total stage compute: ${totalCompute.toFixed(2)} s.`,
+    '',
+    '## Config',
+    '',
+    '```yaml',
+    stringify(config).trimEnd(),
+    '```',
+    '',
+  ].join('\n');
+
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
+<style>
+body{font:14px/1.45 system-ui,sans-serif;max-width:960px;margin:24px auto;padding:0 16px;color:#222}
+table{border-collapse:collapse;margin:8px 0 16px}th,td{border:1px solid #ddd;padding:4px 10px;text-align:right}
+th:first-child,td:first-child{text-align:left}th{background:#f5f5f5}.cached{color:#2a7}.failed{color:#c22}
+pre{background:#f7f7f7;padding:12px;overflow:auto}code{background:#f3f3f3;padding:1px 4px}
+</style></head><body>
+<h1>${esc(title)}</h1>
+<p>Workflow <code>${esc(req.run.workflowId)}</code> (run <code>${esc(req.run.runId)}</code>), started ${esc(req.run.startedAt)}; config hash <code>${esc(req.run.configHash)}</code>${req.run.resumedFrom ? `; resumed from <code>${esc(req.run.resumedFrom)}</code>` : ''}.</p>
+<h2>Metrics</h2>
+<table id="metrics"><thead><tr><th>metric</th><th>${esc(config.pretrain.method)}</th><th>random init</th><th>Δ</th></tr></thead><tbody>
+${metricNames.map((m) => `<tr><td>${esc(m)}</td><td>${fmt(metrics[m])}</td><td>${fmt(baseline[m])}</td><td>${fmt((metrics[m] ?? NaN) - (baseline[m] ?? NaN))}</td></tr>`).join('\n')}
+</tbody></table>
+<h2>Pretraining</h2>
+<p>${req.refs.pretrain.result.steps ?? '?'} steps, final loss ${fmt(req.refs.pretrain.result.finalLoss)}, ${fmt(req.refs.pretrain.result.imagesPerSecond)} images/s${req.refs.pretrain.result.resumedFromStep ? `, resumed from step ${req.refs.pretrain.result.resumedFromStep}` : ''}.</p>
+${linePlot([{ label: `${config.pretrain.method} loss`, points: curve.map((p) => [p.step, p.loss]) }], { title: 'Pretraining loss', xLabel: 'step', yLabel: 'loss' })}
+<h2>Stages</h2>
+<table id="stages"><thead><tr><th>stage</th><th>status</th><th>parts</th><th>reused</th><th>compute s</th></tr></thead><tbody>
+${req.stages.map((s) => `<tr><td>${esc(s.step)}</td><td class="${s.status}">${s.status}</td><td>${s.partsDone}/${s.parts}</td><td>${s.cachedParts}</td><td>${s.computeSeconds.toFixed(2)}</td></tr>`).join('\n')}
+</tbody></table>
+<p>Total stage compute ${totalCompute.toFixed(2)} s.</p>
+<h2>Config</h2>
+<pre>${esc(stringify(config))}</pre>
+</body></html>
+`;
+  const htmlKey = joinKey(prefix, 'report.html');
+  const markdownKey = joinKey(prefix, 'report.md');
+  const jsonKey = joinKey(prefix, 'report.json');
+  await store.put(jsonKey, JSON.stringify(json, null, 2), { contentType: 'application/json' });
+  await store.put(markdownKey, markdown, { contentType: 'text/markdown; charset=utf-8' });
+  await store.put(htmlKey, html, { contentType: 'text/html; charset=utf-8' });
+  return { htmlKey, markdownKey, jsonKey, url: store.url(htmlKey) };
+}

@@ -1,0 +1,1 @@
+export { reproductionWorkflow, progressQuery } from './reproduction.js';
