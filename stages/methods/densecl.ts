@@ -1,0 +1,250 @@
+/**
+ * DenseCL — "Dense Contrastive Learning for Self-Supervised Visual Pre-Training", Wang, Zhang, Shen, Kong, Li,
+ * CVPR 2021, https://arxiv.org/abs/2011.09157.
+ * Authors' code: WXinlong/DenseCL@b64bbb6 `openselfsup/models/densecl.py` (forward_train), `openselfsup/models/necks.py`
+ * (DenseCLNeck), `openselfsup/models/heads/contrastive_head.py`, `configs/selfsup/densecl/densecl_imagenet_200ep.py`.
+ *
+ * Loss:  L = (1−λ)·L_q + λ·L_r,  λ = 0.5
+ *   L_q  = MoCo v2's InfoNCE on the global embeddings q, k against queue (see mocov2.ts).
+ *   L_r  = −1/(B·S²) Σ_b Σ_s log( exp(r_bs·t_b,c(s)/τ) / ( exp(r_bs·t_b,c(s)/τ) + Σ_{j<K} exp(r_bs·queue2_j/τ) ) )
+ * where r = per-location normalised dense projections of view 0, t the same from the momentum encoder on view 1,
+ * and the correspondence c(s) = argmax_s' cos(f_q[b,s], f_k[b,s']) is computed on the BACKBONE feature maps
+ * f (before the neck), not on the projections, and carries no gradient. queue2 stores one vector per image:
+ * the average-pooled dense projection k2 of each key, not individual pixel vectors.
+ *
+ * Shapes: B batch, h×w last feature map, S² = h·w, C backbone channels, H hidden, D embedding, K queue length.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { Rng } from '../../core/rng.js';
+import { Conv2d, Linear } from '../engine/layers.js';
+import type { Initializer, ParamScope, ParamStore } from '../engine/params.js';
+import {
+  MemoryQueue,
+  buildEncoder,
+  copyTrainable,
+  encodeShuffled,
+  l2Normalize,
+  momentumContrastStep,
+  queueInfoNce,
+  reinitialize,
+  type BackboneFactory,
+  type FeatureBackbone,
+  type MomentumContrastArgs,
+  type MomentumContrastMethod,
+  type NamedGradients,
+  type StepResult,
+} from './mocov2.js';
+
+export interface DenseCLArgs extends MomentumContrastArgs {
+  /** λ, weight of the dense loss: L = (1−λ)·L_global + λ·L_dense. 0.5 (`loss_lambda`). */
+  lossLambda: number;
+}
+
+export const DENSECL_DEFAULTS: DenseCLArgs = {
+  temperature: 0.2,
+  queueSize: 65536,
+  momentum: 0.999,
+  embedDim: 128,
+  hiddenDim: 2048,
+  shuffleBnGroups: 1,
+  lossLambda: 0.5,
+};
+
+// ------------------------------------------------------------------------------------------------
+// DenseCLNeck: global branch fc-relu-fc, dense branch conv1x1-relu-conv1x1, in parallel
+// ------------------------------------------------------------------------------------------------
+
+/** The neck's three outputs (`[avgpooled_x, x, avgpooled_x2]` in the official code), not normalised. */
+export interface DenseNeckOutput {
+  /** Global embedding from the average-pooled feature map, [B, D]. */
+  global: tf.Tensor2D;
+  /** Dense projections, one per location, [B, S², D]. */
+  grid: tf.Tensor3D;
+  /** Average pool of the dense projections, [B, D] (feeds only queue2). */
+  pooledGrid: tf.Tensor2D;
+}
+
+/** torch names: `mlp.0.*`, `mlp.2.*` (Linear) and `mlp2.0.*`, `mlp2.2.*` (Conv2d 1×1). */
+export class DenseCLNeck {
+  readonly fc0: Linear;
+  readonly fc2: Linear;
+  readonly conv0: Conv2d;
+  readonly conv2: Conv2d;
+
+  constructor(scope: ParamScope, init: Initializer, inChannels: number, hidden: number, out: number) {
+    this.fc0 = new Linear(scope.child('mlp.0'), init, inChannels, hidden);
+    this.fc2 = new Linear(scope.child('mlp.2'), init, hidden, out);
+    this.conv0 = new Conv2d(scope.child('mlp2.0'), init, { inChannels, outChannels: hidden, kernelSize: 1, bias: true });
+    this.conv2 = new Conv2d(scope.child('mlp2.2'), init, { inChannels: hidden, outChannels: out, kernelSize: 1, bias: true });
+    // DenseCL.init_weights calls neck.init_weights(init_linear='kaiming'): every nn.Linear gets
+    // kaiming_normal(fan_in, relu) with zero bias; the 1×1 convs are not touched by _init_weights and keep
+    // PyTorch's default Conv2d init, U(±1/sqrt(fan_in)) for weight and bias.
+    for (const fc of [this.fc0, this.fc2]) {
+      const [fanIn, fanOut] = fc.weight.shape as [number, number];
+      reinitialize(fc.weight, init.normal([fanIn, fanOut], Math.sqrt(2 / fanIn)));
+      reinitialize(fc.bias!, tf.zeros([fanOut]));
+    }
+    for (const conv of [this.conv0, this.conv2]) {
+      const shape = conv.weight.shape; // [1, 1, in, out]
+      const bound = 1 / Math.sqrt(shape[2]!);
+      reinitialize(conv.weight, init.uniform(shape, bound));
+      reinitialize(conv.bias!, init.uniform([shape[3]!], bound));
+    }
+  }
+
+  apply(featureMap: tf.Tensor4D): DenseNeckOutput {
+    return tf.tidy(() => {
+      const [b, h, w] = featureMap.shape;
+      const pooled = tf.mean(featureMap, [1, 2]); // [B, C]
+      const global = this.fc2.apply(tf.relu(this.fc0.apply(pooled))) as tf.Tensor2D; // [B, D]
+      const gridMap = this.conv2.apply(tf.relu(this.conv0.apply(featureMap))); // [B, h, w, D]
+      const d = gridMap.shape[3];
+      const grid = tf.reshape(gridMap, [b, h * w, d]) as tf.Tensor3D; // [B, S², D]
+      const pooledGrid = tf.mean(gridMap, [1, 2]) as tf.Tensor2D; // [B, D]
+      return { global, grid, pooledGrid };
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Embeddings of one view, all L2-normalised as in forward_train
+// ------------------------------------------------------------------------------------------------
+
+export interface DenseEmbeddings extends Record<string, tf.Tensor> {
+  /** q / k: global embedding [B, D]. */
+  global: tf.Tensor2D;
+  /** q_grid / k_grid: dense projections [B, S², D], normalised per location. */
+  grid: tf.Tensor3D;
+  /** q2 / k2: pooled dense projection [B, D]. */
+  pooledGrid: tf.Tensor2D;
+  /** q_b / k_b: backbone features [B, S², C], normalised per location (only used for matching). */
+  backbone: tf.Tensor3D;
+}
+
+export function denseclEmbed(neck: DenseCLNeck, featureMap: tf.Tensor4D): DenseEmbeddings {
+  return tf.tidy(() => {
+    const [b, h, w, c] = featureMap.shape;
+    const out = neck.apply(featureMap);
+    return {
+      global: l2Normalize(out.global, 1),
+      grid: l2Normalize(out.grid, 2),
+      pooledGrid: l2Normalize(out.pooledGrid, 1),
+      backbone: l2Normalize(tf.reshape(featureMap, [b, h * w, c]) as tf.Tensor3D, 2),
+    };
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dense correspondence and loss
+// ------------------------------------------------------------------------------------------------
+
+/**
+ * c(s) = argmax over key locations of the cosine similarity of backbone features: [B, S²] int32.
+ * The result is a new constant tensor, detached from the gradient tape: argmax has no gradient, and tfjs
+ * would otherwise try to back-propagate into gather's integer indices (and fail) whenever the query
+ * features depend on trainable variables.
+ */
+export function matchByBackboneSimilarity(qBackbone: tf.Tensor3D, kBackbone: tf.Tensor3D): tf.Tensor2D {
+  const indices = tf.tidy(() => tf.argMax(tf.matMul(qBackbone, kBackbone, false, true), 2)); // [B, S²(q)] over S²(k)
+  const detached = tf.tensor2d(indices.dataSync() as Int32Array, indices.shape as [number, number], 'int32');
+  indices.dispose();
+  return detached;
+}
+
+export interface DenseCLLossParts {
+  /** (1−λ)·L_global + λ·L_dense */
+  loss: tf.Scalar;
+  /** (1−λ)·L_global (`loss_contra_single`) */
+  single: tf.Scalar;
+  /** λ·L_dense (`loss_contra_dense`) */
+  dense: tf.Scalar;
+}
+
+/**
+ * Both InfoNCE terms from the normalised query and key embeddings. The key side is constant (no grad);
+ * `queue` holds global keys and `queue2` pooled dense keys, both [K, D].
+ */
+export function denseclLoss(q: DenseEmbeddings, k: DenseEmbeddings, queue: tf.Tensor2D, queue2: tf.Tensor2D, temperature: number, lossLambda: number): DenseCLLossParts {
+  return tf.tidy(() => {
+    // global: l_pos = q·k, l_neg = q·queue
+    const single = queueInfoNce(q.global, k.global, queue, temperature);
+    // match regions: for every query location, the key location with the most similar backbone feature
+    const match = matchByBackboneSimilarity(q.backbone, k.backbone); // [B, S²]
+    const matchedKeyGrid = tf.gather(k.grid, match, 1, 1) as tf.Tensor3D; // [B, S², D]
+    // dense: every location of every image is one row; negatives are the image-level queue2
+    const [b, s2, d] = q.grid.shape;
+    const qRows = tf.reshape(q.grid, [b * s2, d]) as tf.Tensor2D; // [B·S², D]
+    const kRows = tf.reshape(matchedKeyGrid, [b * s2, d]) as tf.Tensor2D; // [B·S², D]
+    const dense = queueInfoNce(qRows, kRows, queue2, temperature);
+    const weightedSingle = tf.mul(single, 1 - lossLambda) as tf.Scalar;
+    const weightedDense = tf.mul(dense, lossLambda) as tf.Scalar;
+    return { loss: tf.add(weightedSingle, weightedDense) as tf.Scalar, single: weightedSingle, dense: weightedDense };
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// DenseCL
+// ------------------------------------------------------------------------------------------------
+
+interface DenseEncoder {
+  store: ParamStore;
+  backbone: FeatureBackbone;
+  head: DenseCLNeck;
+}
+
+export class DenseCL implements MomentumContrastMethod {
+  readonly name = 'densecl' as const;
+  readonly online: ParamStore;
+  readonly momentumEncoder: ParamStore;
+  readonly queues: { queue: MemoryQueue; queue2: MemoryQueue };
+  private readonly q: DenseEncoder;
+  private readonly k: DenseEncoder;
+
+  constructor(
+    readonly args: DenseCLArgs,
+    backboneFactory: BackboneFactory,
+    seed: number,
+  ) {
+    const neck = (scope: ParamScope, init: Initializer, c: number) => new DenseCLNeck(scope, init, c, args.hiddenDim, args.embedDim);
+    this.q = buildEncoder(backboneFactory, neck, seed);
+    this.k = buildEncoder(backboneFactory, neck, `${seed}-momentum`);
+    copyTrainable(this.k.store, this.q.store);
+    this.online = this.q.store;
+    this.momentumEncoder = this.k.store;
+    this.queues = {
+      queue: new MemoryQueue(args.queueSize, args.embedDim, Rng.fromSeed('densecl-queue', seed)),
+      queue2: new MemoryQueue(args.queueSize, args.embedDim, Rng.fromSeed('densecl-queue2', seed)),
+    };
+  }
+
+  trainStep(view0: tf.Tensor4D, view1: tf.Tensor4D, applyGradients: (grads: NamedGradients) => void, rng: Rng): StepResult {
+    const { shuffleBnGroups: groups, temperature, lossLambda } = this.args;
+    const { queue, queue2 } = this.queues;
+    return momentumContrastStep<DenseEmbeddings>(
+      {
+        online: this.online,
+        momentumEncoder: this.momentumEncoder,
+        momentum: this.args.momentum,
+        // k, k_grid, k2 and k_b are all un-shuffled with the same inverse permutation.
+        encodeKeys: () => encodeShuffled(view1, groups, rng, (x, opts) => denseclEmbed(this.k.head, this.k.backbone.apply(x, opts))),
+        queryLoss: (keys) => {
+          const qMap = this.q.backbone.apply(view0, { training: true, bnGroups: groups });
+          const out = denseclLoss(denseclEmbed(this.q.head, qMap), keys, queue.keys as tf.Tensor2D, queue2.keys as tf.Tensor2D, temperature, lossLambda);
+          return { loss: out.loss, parts: { single: out.single, dense: out.dense } };
+        },
+        enqueue: (keys) => {
+          queue.enqueue(keys.global);
+          queue2.enqueue(keys.pooledGrid);
+        },
+      },
+      applyGradients,
+    );
+  }
+
+  dispose(): void {
+    this.online.dispose();
+    this.momentumEncoder.dispose();
+    this.queues.queue.dispose();
+    this.queues.queue2.dispose();
+  }
+}
