@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { LOCAL_S3_CREDENTIALS, projectRoot, readServices, stateDir, toolPath, type LocalServices } from './env.js';
 import { SEARCH_ATTRIBUTES } from '../workflows/types.js';
 
@@ -42,6 +42,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs: n
 }
 
 function spawnDetached(command: string, args: string[], logFile: string, env: NodeJS.ProcessEnv = process.env): number {
+  mkdirSync(dirname(logFile), { recursive: true });
   const out = openSync(logFile, 'a');
   const child = spawn(command, args, { detached: true, stdio: ['ignore', out, out], env });
   child.unref();

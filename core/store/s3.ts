@@ -27,6 +27,10 @@ export interface S3StoreOptions {
   credentials?: { accessKeyId: string; secretAccessKey: string };
 }
 
+// Node 20 is this project's fixed platform and the SDK is pinned to a version that supports it;
+// the SDK's notice about future releases needing Node 22 would otherwise print in every process.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 const MULTIPART_THRESHOLD = 16 * 1024 * 1024;
 
 /**
@@ -95,7 +99,11 @@ export class S3ArtifactStore implements ArtifactStore {
         await this.call('CreateBucket', () => this.client.send(new CreateBucketCommand({ Bucket: this.bucket })));
         return;
       }
-      throw err;
+      if (err instanceof StoreUnreachableError) throw err;
+      throw new Error(
+        `S3 bucket '${this.bucket}' at ${this.endpointLabel} is not usable: HTTP ${status ?? '?'} ${name}` +
+          (status === 403 ? ' (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' : status === 400 ? ' (is the bucket name valid: 3-63 lower-case letters, digits, dots, hyphens?)' : ''),
+      );
     }
   }
 
