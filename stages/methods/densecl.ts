@@ -15,20 +15,20 @@
  * Shapes: B batch, h×w last feature map, S² = h·w, C backbone channels, H hidden, D embedding, K queue length.
  */
 import * as tf from '@tensorflow/tfjs';
-import { Rng } from '../../core/rng.js';
-import { Conv2d, Linear } from '../engine/layers.js';
-import type { Initializer, ParamScope, ParamStore } from '../engine/params.js';
+import type { Rng } from '../../core/rng.js';
+import { Initializer, type ParamStore } from '../engine/params.js';
+import { DenseProjectionHead, MlpHead } from '../engine/heads.js';
+import { MemoryQueue } from '../engine/queue.js';
 import {
-  MemoryQueue,
-  buildEncoder,
-  copyTrainable,
+  buildEncoderPair,
   encodeShuffled,
+  enqueueKeys,
   l2Normalize,
   momentumContrastStep,
   queueInfoNce,
   reinitialize,
   type BackboneFactory,
-  type FeatureBackbone,
+  type Encoder,
   type MomentumContrastArgs,
   type MomentumContrastMethod,
   type NamedGradients,
@@ -66,38 +66,30 @@ export interface DenseNeckOutput {
 
 /** torch names: `mlp.0.*`, `mlp.2.*` (Linear) and `mlp2.0.*`, `mlp2.2.*` (Conv2d 1×1). */
 export class DenseCLNeck {
-  readonly fc0: Linear;
-  readonly fc2: Linear;
-  readonly conv0: Conv2d;
-  readonly conv2: Conv2d;
+  readonly mlp: MlpHead;
+  readonly mlp2: DenseProjectionHead;
 
-  constructor(scope: ParamScope, init: Initializer, inChannels: number, hidden: number, out: number) {
-    this.fc0 = new Linear(scope.child('mlp.0'), init, inChannels, hidden);
-    this.fc2 = new Linear(scope.child('mlp.2'), init, hidden, out);
-    this.conv0 = new Conv2d(scope.child('mlp2.0'), init, { inChannels, outChannels: hidden, kernelSize: 1, bias: true });
-    this.conv2 = new Conv2d(scope.child('mlp2.2'), init, { inChannels: hidden, outChannels: out, kernelSize: 1, bias: true });
+  constructor(store: ParamStore, prefix: string, inChannels: number, hidden: number, out: number, seed: number | string) {
+    this.mlp = new MlpHead(store, `${prefix}.mlp`, { inDim: inChannels, hiddenDims: [hidden], outDim: out, batchNorm: false }, seed);
+    this.mlp2 = new DenseProjectionHead(store, `${prefix}.mlp2`, { inChannels, hiddenChannels: hidden, outChannels: out }, seed);
     // DenseCL.init_weights calls neck.init_weights(init_linear='kaiming'): every nn.Linear gets
-    // kaiming_normal(fan_in, relu) with zero bias; the 1×1 convs are not touched by _init_weights and keep
-    // PyTorch's default Conv2d init, U(±1/sqrt(fan_in)) for weight and bias.
-    for (const fc of [this.fc0, this.fc2]) {
-      const [fanIn, fanOut] = fc.weight.shape as [number, number];
-      reinitialize(fc.weight, init.normal([fanIn, fanOut], Math.sqrt(2 / fanIn)));
-      reinitialize(fc.bias!, tf.zeros([fanOut]));
-    }
-    for (const conv of [this.conv0, this.conv2]) {
-      const shape = conv.weight.shape; // [1, 1, in, out]
-      const bound = 1 / Math.sqrt(shape[2]!);
-      reinitialize(conv.weight, init.uniform(shape, bound));
-      reinitialize(conv.bias!, init.uniform([shape[3]!], bound));
+    // kaiming_normal(fan_in, relu) with zero bias. (The 1×1 convs keep PyTorch's default Conv2d init,
+    // which DenseProjectionHead already uses.)
+    const init = new Initializer(`densecl-neck:${prefix}:${seed}`);
+    for (const layer of ['0', '2']) {
+      const weight = store.get(`${prefix}.mlp.${layer}.weight`);
+      const [fanIn, fanOut] = weight.shape as [number, number]; // stored [in, out]
+      reinitialize(weight, init.normal([fanIn, fanOut], Math.sqrt(2 / fanIn)));
+      reinitialize(store.get(`${prefix}.mlp.${layer}.bias`), tf.zeros([fanOut]));
     }
   }
 
   apply(featureMap: tf.Tensor4D): DenseNeckOutput {
     return tf.tidy(() => {
       const [b, h, w] = featureMap.shape;
-      const pooled = tf.mean(featureMap, [1, 2]); // [B, C]
-      const global = this.fc2.apply(tf.relu(this.fc0.apply(pooled))) as tf.Tensor2D; // [B, D]
-      const gridMap = this.conv2.apply(tf.relu(this.conv0.apply(featureMap))); // [B, h, w, D]
+      const pooled = tf.mean(featureMap, [1, 2]) as tf.Tensor2D; // [B, C]
+      const global = this.mlp.apply(pooled, { training: true }); // [B, D]
+      const gridMap = this.mlp2.apply(featureMap); // [B, h, w, D]
       const d = gridMap.shape[3];
       const grid = tf.reshape(gridMap, [b, h * w, d]) as tf.Tensor3D; // [B, S², D]
       const pooledGrid = tf.mean(gridMap, [1, 2]) as tf.Tensor2D; // [B, D]
@@ -186,34 +178,28 @@ export function denseclLoss(q: DenseEmbeddings, k: DenseEmbeddings, queue: tf.Te
 // DenseCL
 // ------------------------------------------------------------------------------------------------
 
-interface DenseEncoder {
-  store: ParamStore;
-  backbone: FeatureBackbone;
-  head: DenseCLNeck;
-}
-
 export class DenseCL implements MomentumContrastMethod {
   readonly name = 'densecl' as const;
   readonly online: ParamStore;
   readonly momentumEncoder: ParamStore;
   readonly queues: { queue: MemoryQueue; queue2: MemoryQueue };
-  private readonly q: DenseEncoder;
-  private readonly k: DenseEncoder;
+  /** Online (query) encoder. */
+  readonly q: Encoder<DenseCLNeck>;
+  /** Momentum (key) encoder. */
+  readonly k: Encoder<DenseCLNeck>;
 
   constructor(
     readonly args: DenseCLArgs,
     backboneFactory: BackboneFactory,
     seed: number,
   ) {
-    const neck = (scope: ParamScope, init: Initializer, c: number) => new DenseCLNeck(scope, init, c, args.hiddenDim, args.embedDim);
-    this.q = buildEncoder(backboneFactory, neck, seed);
-    this.k = buildEncoder(backboneFactory, neck, `${seed}-momentum`);
-    copyTrainable(this.k.store, this.q.store);
+    const neck = (store: ParamStore, prefix: string, c: number, s: number | string) => new DenseCLNeck(store, prefix, c, args.hiddenDim, args.embedDim, s);
+    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, neck, seed));
     this.online = this.q.store;
     this.momentumEncoder = this.k.store;
     this.queues = {
-      queue: new MemoryQueue(args.queueSize, args.embedDim, Rng.fromSeed('densecl-queue', seed)),
-      queue2: new MemoryQueue(args.queueSize, args.embedDim, Rng.fromSeed('densecl-queue2', seed)),
+      queue: new MemoryQueue(args.queueSize, args.embedDim, seed, 'queue'),
+      queue2: new MemoryQueue(args.queueSize, args.embedDim, seed, 'queue2'),
     };
   }
 
@@ -229,12 +215,12 @@ export class DenseCL implements MomentumContrastMethod {
         encodeKeys: () => encodeShuffled(view1, groups, rng, (x, opts) => denseclEmbed(this.k.head, this.k.backbone.apply(x, opts))),
         queryLoss: (keys) => {
           const qMap = this.q.backbone.apply(view0, { training: true, bnGroups: groups });
-          const out = denseclLoss(denseclEmbed(this.q.head, qMap), keys, queue.keys as tf.Tensor2D, queue2.keys as tf.Tensor2D, temperature, lossLambda);
+          const out = denseclLoss(denseclEmbed(this.q.head, qMap), keys, queue.buffer as tf.Tensor2D, queue2.buffer as tf.Tensor2D, temperature, lossLambda);
           return { loss: out.loss, parts: { single: out.single, dense: out.dense } };
         },
         enqueue: (keys) => {
-          queue.enqueue(keys.global);
-          queue2.enqueue(keys.pooledGrid);
+          enqueueKeys(queue, keys.global);
+          enqueueKeys(queue2, keys.pooledGrid);
         },
       },
       applyGradients,

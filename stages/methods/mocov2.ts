@@ -20,8 +20,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError } from '../../core/errors.js';
 import { Rng } from '../../core/rng.js';
-import { Initializer, ParamStore, type ParamScope } from '../engine/params.js';
-import { Linear, shuffleBatch, type ForwardOptions } from '../engine/layers.js';
+import { ParamStore } from '../engine/params.js';
+import { shuffleBatch, type ForwardOptions } from '../engine/layers.js';
+import { MlpHead } from '../engine/heads.js';
+import { MemoryQueue } from '../engine/queue.js';
+import { copyWeights, emaUpdate } from '../engine/ema.js';
+import { namedGradients } from '../engine/grads.js';
 
 // ------------------------------------------------------------------------------------------------
 // What a momentum-contrast method needs from a backbone
@@ -36,10 +40,10 @@ export interface FeatureBackbone {
 }
 
 /**
- * Builds one backbone into `scope` (names like `backbone.layer1.0.conv1.weight`). Called twice:
- * once for the online encoder, once for the momentum encoder.
+ * Builds one backbone into `store` under `prefix` (names like `backbone.layer1.0.conv1.weight`). Called
+ * twice: once for the online encoder, once for the momentum encoder.
  */
-export type BackboneFactory = (scope: ParamScope, init: Initializer) => FeatureBackbone;
+export type BackboneFactory = (store: ParamStore, prefix: string, seed: number | string) => FeatureBackbone;
 
 // ------------------------------------------------------------------------------------------------
 // Building blocks shared with DenseCL
@@ -67,108 +71,46 @@ export function infoNce(lPos: tf.Tensor2D, lNeg: tf.Tensor2D, temperature: numbe
 export function queueInfoNce(q: tf.Tensor2D, k: tf.Tensor2D, queue: tf.Tensor2D, temperature: number): tf.Scalar {
   return tf.tidy(() => {
     const lPos = tf.sum(tf.mul(q, k), 1, true) as tf.Tensor2D; // [N, 1]
-    const lNeg = tf.matMul(q, queue, false, true); // [N, K]
+    const lNeg = tf.matMul(q, queue, false, true) as tf.Tensor2D; // [N, K]
     return infoNce(lPos, lNeg, temperature);
   });
 }
 
 /**
- * FIFO memory of the K most recent keys. Stored as rows [K, D] (the official buffer is its transpose,
- * [D, K]). Initialised like the official code: standard normal, each key L2-normalised.
- */
-export class MemoryQueue {
-  readonly keys: tf.Variable;
-  /** Next row to overwrite (`queue_ptr`). */
-  ptr = 0;
-
-  constructor(
-    readonly size: number,
-    readonly dim: number,
-    rng: Rng,
-  ) {
-    const values = new Float32Array(size * dim);
-    for (let i = 0; i < values.length; i++) values[i] = rng.normal();
-    this.keys = tf.variable(tf.tidy(() => l2Normalize(tf.tensor2d(values, [size, dim]), 1)), false);
-  }
-
-  /**
-   * Overwrite rows [ptr, ptr+B) with the batch's keys and advance ptr (`_dequeue_and_enqueue`).
-   * As in the official code, K must be a multiple of B so a batch never wraps around.
-   */
-  enqueue(batchKeys: tf.Tensor2D): void {
-    const b = batchKeys.shape[0];
-    if (this.size % b !== 0) throw new BadInputError(`queue size ${this.size} must be a multiple of the batch size ${b}`, 'queueSize');
-    if (batchKeys.shape[1] !== this.dim) throw new Error(`queue holds ${this.dim}-d keys, got ${batchKeys.shape[1]}-d`);
-    const next = tf.tidy(() => {
-      const parts: tf.Tensor[] = [];
-      if (this.ptr > 0) parts.push(tf.slice(this.keys, [0, 0], [this.ptr, this.dim]));
-      parts.push(batchKeys);
-      const after = this.size - this.ptr - b;
-      if (after > 0) parts.push(tf.slice(this.keys, [this.ptr + b, 0], [after, this.dim]));
-      return tf.concat(parts, 0);
-    });
-    this.keys.assign(next);
-    next.dispose();
-    this.ptr = (this.ptr + b) % this.size;
-  }
-
-  /** Restore from a checkpoint. */
-  load(keys: tf.Tensor, ptr: number): void {
-    if (keys.shape[0] !== this.size || keys.shape[1] !== this.dim) {
-      throw new BadInputError(`checkpointed queue has shape [${keys.shape}], expected [${this.size}, ${this.dim}]`, 'queue');
-    }
-    this.keys.assign(keys);
-    this.ptr = ptr;
-  }
-
-  dispose(): void {
-    this.keys.dispose();
-  }
-}
-
-/** `param_k = m·param_k + (1−m)·param_q` over the trainable parameters only (buffers are not averaged). */
-export function momentumUpdate(target: ParamStore, online: ParamStore, m: number): void {
-  tf.tidy(() => {
-    for (const [name, q] of online.trainable()) {
-      const k = target.get(name);
-      k.assign(tf.add(tf.mul(k, m), tf.mul(q, 1 - m)));
-    }
-  });
-}
-
-/** Start the momentum encoder as an exact copy of the online one (`param_k.data.copy_(param_q.data)`). */
-export function copyTrainable(target: ParamStore, online: ParamStore): void {
-  for (const [name, q] of online.trainable()) target.get(name).assign(q);
-}
-
-/**
  * Overwrite a freshly built variable with another initialiser's values, for the few places where the
- * authors' init differs from the engine layer's default (e.g. DenseCL's kaiming-normal neck).
+ * authors' init differs from the engine layer's default (e.g. DenseCL's kaiming-normal neck Linear layers).
  */
 export function reinitialize(variable: tf.Variable, value: tf.Tensor): void {
   variable.assign(value);
   value.dispose();
 }
 
+/** Enqueue a batch of keys, refusing the wrap-around the official code rules out (`assert K % B == 0`). */
+export function enqueueKeys(queue: MemoryQueue, keys: tf.Tensor2D): void {
+  const b = keys.shape[0];
+  if (queue.size % b !== 0) throw new BadInputError(`queue size ${queue.size} must be a multiple of the batch size ${b}`, 'queueSize');
+  queue.dequeueAndEnqueue(keys);
+}
+
 // ------------------------------------------------------------------------------------------------
 // MoCo v2 projection head ("--mlp": fc → ReLU → fc on the average-pooled last feature map)
 // ------------------------------------------------------------------------------------------------
 
-/** Global MLP head, torch names `mlp.0.*` / `mlp.2.*` (nn.Sequential(Linear, ReLU, Linear)). */
+/**
+ * Global MLP head on the average-pooled last feature map, torch names `mlp.0.*` / `mlp.2.*`
+ * (nn.Sequential(Linear, ReLU, Linear)); MoCo keeps PyTorch's default nn.Linear init.
+ */
 export class GlobalMlpHead {
-  readonly fc0: Linear;
-  readonly fc2: Linear;
-  constructor(scope: ParamScope, init: Initializer, inChannels: number, hidden: number, out: number) {
-    // MoCo keeps PyTorch's default nn.Linear init (torchvision's ResNet init only touches convs and BN).
-    this.fc0 = new Linear(scope.child('mlp.0'), init, inChannels, hidden);
-    this.fc2 = new Linear(scope.child('mlp.2'), init, hidden, out);
+  readonly mlp: MlpHead;
+  constructor(store: ParamStore, prefix: string, inChannels: number, hidden: number, out: number, seed: number | string) {
+    this.mlp = new MlpHead(store, `${prefix}.mlp`, { inDim: inChannels, hiddenDims: [hidden], outDim: out, batchNorm: false }, seed);
   }
 
   /** feature map [B, h, w, C] → embedding [B, D] (not normalised). */
   apply(featureMap: tf.Tensor4D): tf.Tensor2D {
     return tf.tidy(() => {
-      const pooled = tf.mean(featureMap, [1, 2]); // [B, C]  (AdaptiveAvgPool2d(1))
-      return this.fc2.apply(tf.relu(this.fc0.apply(pooled))) as tf.Tensor2D; // [B, D]
+      const pooled = tf.mean(featureMap, [1, 2]) as tf.Tensor2D; // [B, C]  (AdaptiveAvgPool2d(1))
+      return this.mlp.apply(pooled, { training: true }); // [B, D]
     });
   }
 }
@@ -261,24 +203,19 @@ export function momentumContrastStep<Keys extends Record<string, tf.Tensor>>(
   },
   applyGradients: (grads: NamedGradients) => void,
 ): StepResult {
-  // 1. ξ ← m·ξ + (1−m)·θ, before the key forward (as in builder.py).
-  momentumUpdate(parts.momentumEncoder, parts.online, parts.momentum);
+  // 1. ξ ← m·ξ + (1−m)·θ over parameters (not BN buffers), before the key forward (as in builder.py).
+  emaUpdate(parts.momentumEncoder.vars, parts.online.vars, parts.momentum, 'skip');
   // 2. keys, no gradient.
   const keys = tf.tidy(parts.encodeKeys);
   // 3. query forward + loss under the tape.
-  const trainable = parts.online.trainable();
-  const nameOf = new Map<string, string>();
-  for (const [name, v] of trainable) nameOf.set(v.name, name);
   let partValues: Record<string, tf.Scalar> = {};
-  const { value, grads } = tf.variableGrads(() => {
+  const { loss: value, grads } = namedGradients(() => {
     const out = parts.queryLoss(keys);
     partValues = Object.fromEntries(Object.entries(out.parts).map(([k, t]) => [k, tf.keep(t)]));
     return out.loss;
-  }, [...trainable.values()]);
-  const named: NamedGradients = new Map();
-  for (const [varName, g] of Object.entries(grads)) named.set(nameOf.get(varName)!, g);
+  }, parts.online.trainable());
   // 4. optimizer.
-  applyGradients(named);
+  applyGradients(grads);
   // 5. enqueue.
   parts.enqueue(keys);
   const result: StepResult = {
@@ -286,7 +223,7 @@ export function momentumContrastStep<Keys extends Record<string, tf.Tensor>>(
     parts: Object.fromEntries(Object.entries(partValues).map(([k, t]) => [k, t.dataSync()[0]!])),
   };
   value.dispose();
-  tf.dispose(Object.values(grads));
+  tf.dispose([...grads.values()]);
   tf.dispose(Object.values(partValues));
   tf.dispose(Object.values(keys));
   return result;
@@ -323,22 +260,31 @@ export function mocov2Loss(head: GlobalMlpHead, qFeatureMap: tf.Tensor4D, keys: 
 }
 
 /** An online or momentum encoder: backbone + head, sharing one ParamStore. */
-interface Encoder<Head> {
+export interface Encoder<Head> {
   store: ParamStore;
   backbone: FeatureBackbone;
   head: Head;
 }
 
-export function buildEncoder<Head>(
+/**
+ * The online and momentum encoders. Both are built, then the momentum one is overwritten with the
+ * online weights (`param_k.data.copy_(param_q.data)`), so only the online init matters.
+ */
+export function buildEncoderPair<Head>(
   backboneFactory: BackboneFactory,
-  headFactory: (scope: ParamScope, init: Initializer, inChannels: number) => Head,
-  seed: number | string,
-): Encoder<Head> {
-  const store = new ParamStore();
-  const init = new Initializer(seed);
-  const backbone = backboneFactory(store.scope('backbone'), init);
-  const head = headFactory(store.scope('neck'), init, backbone.outChannels);
-  return { store, backbone, head };
+  headFactory: (store: ParamStore, prefix: string, inChannels: number, seed: number | string) => Head,
+  seed: number,
+): { q: Encoder<Head>; k: Encoder<Head> } {
+  const build = (s: number | string): Encoder<Head> => {
+    const store = new ParamStore();
+    const backbone = backboneFactory(store, 'backbone', s);
+    return { store, backbone, head: headFactory(store, 'neck', backbone.outChannels, s) };
+  };
+  const q = build(seed);
+  const k = build(`${seed}-momentum`);
+  copyWeights(k.store.vars, q.store.vars);
+  for (const v of k.store.vars.values()) if (v.trainable) v.trainable = false; // keys get no gradient
+  return { q, k };
 }
 
 export class MoCoV2 implements MomentumContrastMethod {
@@ -346,21 +292,21 @@ export class MoCoV2 implements MomentumContrastMethod {
   readonly online: ParamStore;
   readonly momentumEncoder: ParamStore;
   readonly queues: { queue: MemoryQueue };
-  private readonly q: Encoder<GlobalMlpHead>;
-  private readonly k: Encoder<GlobalMlpHead>;
+  /** Online (query) encoder. */
+  readonly q: Encoder<GlobalMlpHead>;
+  /** Momentum (key) encoder. */
+  readonly k: Encoder<GlobalMlpHead>;
 
   constructor(
     readonly args: MomentumContrastArgs,
     backboneFactory: BackboneFactory,
     seed: number,
   ) {
-    const head = (scope: ParamScope, init: Initializer, c: number) => new GlobalMlpHead(scope, init, c, args.hiddenDim, args.embedDim);
-    this.q = buildEncoder(backboneFactory, head, seed);
-    this.k = buildEncoder(backboneFactory, head, `${seed}-momentum`);
-    copyTrainable(this.k.store, this.q.store);
+    const head = (store: ParamStore, prefix: string, c: number, s: number | string) => new GlobalMlpHead(store, prefix, c, args.hiddenDim, args.embedDim, s);
+    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, head, seed));
     this.online = this.q.store;
     this.momentumEncoder = this.k.store;
-    this.queues = { queue: new MemoryQueue(args.queueSize, args.embedDim, Rng.fromSeed('mocov2-queue', seed)) };
+    this.queues = { queue: new MemoryQueue(args.queueSize, args.embedDim, seed, 'queue') };
   }
 
   trainStep(view0: tf.Tensor4D, view1: tf.Tensor4D, applyGradients: (grads: NamedGradients) => void, rng: Rng): StepResult {
@@ -374,10 +320,10 @@ export class MoCoV2 implements MomentumContrastMethod {
         encodeKeys: () => encodeShuffled(view1, groups, rng, (x, opts) => ({ k: mocov2Embed(this.k.head, this.k.backbone.apply(x, opts)) })),
         queryLoss: (keys) => {
           const qMap = this.q.backbone.apply(view0, { training: true, bnGroups: groups });
-          const loss = mocov2Loss(this.q.head, qMap, keys, queue.keys as tf.Tensor2D, this.args.temperature);
+          const loss = mocov2Loss(this.q.head, qMap, keys, queue.buffer as tf.Tensor2D, this.args.temperature);
           return { loss, parts: {} };
         },
-        enqueue: (keys) => queue.enqueue(keys.k),
+        enqueue: (keys) => enqueueKeys(queue, keys.k),
       },
       applyGradients,
     );

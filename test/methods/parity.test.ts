@@ -10,7 +10,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../core/tf.js';
 import { Rng } from '../../core/rng.js';
 import type { ParamStore } from '../../stages/engine/params.js';
-import { DenseCL, DENSECL_DEFAULTS, DenseCLNeck, denseclEmbed, denseclLoss, matchByBackboneSimilarity } from '../../stages/methods/densecl.js';
+import type { MemoryQueue } from '../../stages/engine/queue.js';
+import { DenseCL, DENSECL_DEFAULTS, denseclEmbed, denseclLoss, matchByBackboneSimilarity } from '../../stages/methods/densecl.js';
 import { MOCOV2_DEFAULTS, MoCoV2, type FeatureBackbone, type NamedGradients } from '../../stages/methods/mocov2.js';
 
 interface Json { shape: number[]; data: number[] }
@@ -44,6 +45,11 @@ function loadNeck(store: ParamStore, state: Record<string, Json>): void {
 /** The [D, K] official buffer as our [K, D] rows. */
 function queueRows(t: Json): tf.Tensor2D {
   return tf.tidy(() => tf.transpose(tf.tensor2d(t.data, t.shape as [number, number])));
+}
+
+function loadQueue(queue: MemoryQueue, rows: tf.Tensor2D, pointer: number): void {
+  queue.buffer.assign(rows);
+  queue.pointer = pointer;
 }
 
 function relErr(ours: number, ref: number): number {
@@ -89,7 +95,7 @@ describe('MoCo v2 parity with facebookresearch/moco builder.py', () => {
     loadNeck(method.online, inputs.neck_q);
     loadNeck(method.momentumEncoder, inputs.neck_k);
     const queue0 = queueRows(inputs.queue);
-    method.queues.queue.load(queue0, inputs.queue_ptr);
+    loadQueue(method.queues.queue, queue0, inputs.queue_ptr);
     const [qMap, kMap] = [nhwc(inputs.q_map), nhwc(inputs.k_map)];
     let captured: NamedGradients = new Map();
     const result = method.trainStep(qMap, kMap, (g) => (captured = new Map([...g].map(([k, v]) => [k, tf.keep(v.clone())]))), new Rng(1));
@@ -98,8 +104,8 @@ describe('MoCo v2 parity with facebookresearch/moco builder.py', () => {
     expectGradsMatch(captured, method.online, outputs.grads);
     expectStoreMatches(method.momentumEncoder, outputs.neck_k_after);
     const expectedQueue = queueRows(outputs.queue_after);
-    expect(tensorRelErr(method.queues.queue.keys, expectedQueue)).toBeLessThan(REL_TOL);
-    expect(method.queues.queue.ptr).toBe(outputs.queue_ptr_after);
+    expect(tensorRelErr(method.queues.queue.buffer, expectedQueue)).toBeLessThan(REL_TOL);
+    expect(method.queues.queue.pointer).toBe(outputs.queue_ptr_after);
     tf.dispose([queue0, qMap, kMap, expectedQueue, ...captured.values()]);
     method.dispose();
   });
@@ -113,8 +119,8 @@ describe('DenseCL parity with WXinlong/DenseCL densecl.py', () => {
     loadNeck(method.momentumEncoder, inputs.neck_k);
     const q0 = queueRows(inputs.queue);
     const q20 = queueRows(inputs.queue2);
-    method.queues.queue.load(q0, inputs.queue_ptr);
-    method.queues.queue2.load(q20, inputs.queue_ptr);
+    loadQueue(method.queues.queue, q0, inputs.queue_ptr);
+    loadQueue(method.queues.queue2, q20, inputs.queue_ptr);
     const [qMap, kMap] = [nhwc(inputs.q_map), nhwc(inputs.k_map)];
     let captured: NamedGradients = new Map();
     const result = method.trainStep(qMap, kMap, (g) => (captured = new Map([...g].map(([k, v]) => [k, tf.keep(v.clone())]))), new Rng(1));
@@ -125,9 +131,9 @@ describe('DenseCL parity with WXinlong/DenseCL densecl.py', () => {
     expectGradsMatch(captured, method.online, outputs.grads);
     expectStoreMatches(method.momentumEncoder, outputs.neck_k_after);
     const [eq, eq2] = [queueRows(outputs.queue_after), queueRows(outputs.queue2_after)];
-    expect(tensorRelErr(method.queues.queue.keys, eq)).toBeLessThan(REL_TOL);
-    expect(tensorRelErr(method.queues.queue2.keys, eq2)).toBeLessThan(REL_TOL);
-    expect(method.queues.queue2.ptr).toBe(outputs.queue_ptr_after);
+    expect(tensorRelErr(method.queues.queue.buffer, eq)).toBeLessThan(REL_TOL);
+    expect(tensorRelErr(method.queues.queue2.buffer, eq2)).toBeLessThan(REL_TOL);
+    expect(method.queues.queue2.pointer).toBe(outputs.queue_ptr_after);
     tf.dispose([q0, q20, qMap, kMap, eq, eq2, ...captured.values()]);
     method.dispose();
   });
@@ -137,8 +143,8 @@ describe('DenseCL parity with WXinlong/DenseCL densecl.py', () => {
     const method = new DenseCL({ ...DENSECL_DEFAULTS, ...smallArgs, lossLambda: fixture.lossLambda }, identityBackbone, 1);
     loadNeck(method.online, inputs.neck_q);
     loadNeck(method.momentumEncoder, outputs.neck_k_after); // the keys come from the updated momentum neck
-    const neckQ = (method as unknown as { q: { head: DenseCLNeck } }).q.head;
-    const neckK = (method as unknown as { k: { head: DenseCLNeck } }).k.head;
+    const neckQ = method.q.head;
+    const neckK = method.k.head;
     const [qMap, kMap] = [nhwc(inputs.q_map), nhwc(inputs.k_map)];
     const [queue, queue2] = [queueRows(inputs.queue), queueRows(inputs.queue2)];
     const keys = denseclEmbed(neckK, kMap);
