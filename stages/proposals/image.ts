@@ -30,7 +30,7 @@ export function assertRgbImage(image: RgbImage, where = 'image'): void {
  * to 8 bits by the 8-bit raw output.
  */
 export async function decodeImage(bytes: Uint8Array, where = 'image'): Promise<RgbImage> {
-  let decoded: { data: Buffer; info: sharp.OutputInfo };
+  let decoded: { data: Buffer; info: { width: number; height: number; channels: number } };
   try {
     decoded = await sharp(bytes, { failOn: 'error' })
       .rotate() // honour EXIF orientation: boxes must be in the pixel grid people see
