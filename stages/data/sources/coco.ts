@@ -1,0 +1,158 @@
+import { readdirSync, statSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { BadInputError } from '../../../core/errors.js';
+import { decodeRle, encodeRle, maskArea, polygonsToMask, type CocoRle } from '../masks.js';
+import type { SampleObject } from '../sample.js';
+import { readLocalFile } from './files.js';
+import { keyFromPath, type DatasetSource, type SourceItem } from './types.js';
+
+/** Boxes may poke this far (pixels) outside the image, as COCO's own float boxes do; beyond it is an error. */
+export const BOX_TOLERANCE_PX = 1;
+
+type Problem = DatasetSource['listingProblems'][number];
+
+/** `instances_train2017.json` -> `train2017`; any other name -> `train`. */
+export function splitFromAnnotationFile(file: string): string {
+  const m = /^instances_([A-Za-z0-9_-]+)\.json$/.exec(basename(file));
+  return m ? m[1]! : 'train';
+}
+
+/** The annotation files a COCO source names: one file, or every instances_*.json in a folder. */
+export function cocoAnnotationFiles(annotations: string): string[] {
+  let isDir = false;
+  try {
+    isDir = statSync(annotations).isDirectory();
+  } catch {
+    throw new BadInputError('annotation file or folder not found', annotations);
+  }
+  if (!isDir) return [annotations];
+  const files = readdirSync(annotations).filter((f) => /^instances_.+\.json$/.test(f)).sort();
+  if (files.length === 0) throw new BadInputError('folder holds no instances_*.json file', annotations);
+  return files.map((f) => join(annotations, f));
+}
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/** Clip a box to the image when it overshoots by at most BOX_TOLERANCE_PX; otherwise say where and by how much. */
+export function checkBox(box: [number, number, number, number], width: number, height: number, where: string): [number, number, number, number] {
+  const [x0, y0, x1, y1] = box;
+  if (!(x1 > x0 && y1 > y0)) throw new BadInputError(`box ${JSON.stringify(box)} is empty or inverted`, where);
+  const t = BOX_TOLERANCE_PX;
+  if (x0 < -t || y0 < -t || x1 > width + t || y1 > height + t) {
+    throw new BadInputError(`box ${JSON.stringify(box)} lies outside the ${width}x${height} image`, where);
+  }
+  return [Math.max(0, x0), Math.max(0, y0), Math.min(width, x1), Math.min(height, y1)];
+}
+
+/**
+ * COCO instances JSON. Categories are sorted by id and renumbered 0..K-1 (the manifest keeps the
+ * names); boxes go from COCO's [x, y, w, h] to xyxy; polygons are rasterised to RLE so every
+ * object in a shard has the same mask representation.
+ */
+export async function cocoSource(annotations: string, imagesRoot: string, skipBad: boolean): Promise<DatasetSource> {
+  const files = cocoAnnotationFiles(annotations);
+  const splits: Record<string, SourceItem[]> = {};
+  const problems: Problem[] = [];
+  let classes: string[] | null = null;
+  for (const file of files) {
+    const split = splitFromAnnotationFile(file);
+    let doc: Record<string, unknown>;
+    try {
+      doc = JSON.parse(Buffer.from(await readLocalFile(file, 'annotation file')).toString('utf8'));
+    } catch (err) {
+      if (err instanceof BadInputError) throw err;
+      throw new BadInputError(`malformed JSON (${(err as Error).message})`, file);
+    }
+    for (const field of ['images', 'annotations', 'categories'] as const) {
+      if (!Array.isArray(doc[field])) throw new BadInputError(`field "${field}" must be an array, got ${JSON.stringify(doc[field])?.slice(0, 60)}`, file);
+    }
+    const categories = (doc.categories as Record<string, unknown>[]).map((c, i) => {
+      if (!isNum(c.id) || typeof c.name !== 'string') throw new BadInputError(`categories[${i}] needs a numeric id and a string name, got ${JSON.stringify(c)}`, file);
+      return { id: c.id, name: c.name };
+    });
+    categories.sort((a, b) => a.id - b.id);
+    const names = categories.map((c) => c.name);
+    if (classes && classes.join('\n') !== names.join('\n')) throw new BadInputError(`categories differ from ${files[0]}'s`, file);
+    classes = names;
+    const labelOf = new Map(categories.map((c, i) => [c.id, i]));
+
+    const byImage = new Map<number, Record<string, unknown>[]>();
+    (doc.annotations as Record<string, unknown>[]).forEach((a, i) => {
+      if (!isNum(a.image_id)) throw new BadInputError(`annotations[${i}].image_id must be a number, got ${JSON.stringify(a.image_id)}`, file);
+      const list = byImage.get(a.image_id) ?? [];
+      list.push({ ...a, __index: i });
+      byImage.set(a.image_id, list);
+    });
+
+    const items: SourceItem[] = [];
+    const seenKeys = new Map<string, string>();
+    (doc.images as Record<string, unknown>[]).forEach((img, i) => {
+      const where = `${file}: images[${i}]`;
+      if (!isNum(img.id) || typeof img.file_name !== 'string' || !isNum(img.width) || !isNum(img.height)) {
+        const reason = `needs numeric id, width, height and a string file_name, got ${JSON.stringify(img).slice(0, 120)}`;
+        if (!skipBad) throw new BadInputError(reason, where);
+        problems.push({ split, origin: where, reason });
+        return;
+      }
+      const fileName = img.file_name;
+      const key = keyFromPath(fileName);
+      const previous = seenKeys.get(key);
+      if (previous !== undefined) {
+        const reason = `duplicate sample key ${key} (also used by ${previous})`;
+        if (!skipBad) throw new BadInputError(reason, `${file}: images[${i}].file_name`);
+        problems.push({ split, origin: `${file}: images[${i}]`, reason });
+        return;
+      }
+      seenKeys.set(key, fileName);
+      const width = img.width, height = img.height;
+      const anns = byImage.get(img.id) ?? [];
+      items.push({
+        key,
+        origin: join(imagesRoot, fileName),
+        async load() {
+          const objects = anns.map((a) => cocoObject(a, labelOf, width, height, `${file}: annotations[${a.__index as number}]`));
+          const encoded = await readLocalFile(join(imagesRoot, fileName), 'image');
+          return { encoded, declaredSize: [width, height], objects };
+        },
+      });
+    });
+    splits[split] = items;
+  }
+  return { description: `COCO ${files.join(', ')}`, classes: classes ?? [], splits, listingProblems: problems };
+}
+
+function cocoObject(a: Record<string, unknown>, labelOf: Map<number, number>, width: number, height: number, where: string): SampleObject {
+  const label = isNum(a.category_id) ? labelOf.get(a.category_id) : undefined;
+  if (label === undefined) throw new BadInputError(`category_id ${JSON.stringify(a.category_id)} is not in categories`, `${where}.category_id`);
+  const b = a.bbox;
+  if (!Array.isArray(b) || b.length !== 4 || !b.every(isNum)) throw new BadInputError(`bbox must be [x, y, w, h] numbers, got ${JSON.stringify(b)}`, `${where}.bbox`);
+  const bbox = checkBox([b[0], b[1], b[0] + b[2], b[1] + b[3]], width, height, `${where}.bbox`);
+  const object: SampleObject = { label, bbox, area: isNum(a.area) ? a.area : (bbox[2] - bbox[0]) * (bbox[3] - bbox[1]) };
+  if (a.iscrowd === 1 || a.iscrowd === true) object.iscrowd = true;
+  // Not a COCO field: the synthetic benchmark's COCO export carries it, and the reader keeps it.
+  if (isNum(a.occlusion) && a.occlusion >= 0 && a.occlusion <= 1) object.occlusion = a.occlusion;
+  const seg = a.segmentation;
+  if (seg === undefined || (Array.isArray(seg) && seg.length === 0)) return object;
+  let mask: Uint8Array;
+  if (Array.isArray(seg)) {
+    if (!seg.every((p) => Array.isArray(p) && p.length >= 6 && p.length % 2 === 0 && p.every(isNum))) {
+      throw new BadInputError('segmentation polygons must be arrays of at least 3 (x, y) number pairs', `${where}.segmentation`);
+    }
+    mask = polygonsToMask(seg as number[][], height, width);
+  } else if (seg && typeof seg === 'object' && 'counts' in seg && 'size' in seg) {
+    const rle = seg as CocoRle;
+    if (!Array.isArray(rle.size) || rle.size[0] !== height || rle.size[1] !== width) {
+      throw new BadInputError(`RLE size ${JSON.stringify(rle.size)} does not match the ${width}x${height} image (size is [height, width])`, `${where}.segmentation.size`);
+    }
+    try {
+      mask = decodeRle(rle);
+    } catch (err) {
+      throw new BadInputError(`invalid RLE (${(err as Error).message})`, `${where}.segmentation.counts`);
+    }
+  } else {
+    throw new BadInputError(`segmentation must be polygons or an RLE object, got ${JSON.stringify(seg).slice(0, 80)}`, `${where}.segmentation`);
+  }
+  object.mask = encodeRle(mask, height, width) as { size: [number, number]; counts: string };
+  if (!isNum(a.area)) object.area = maskArea(mask);
+  return object;
+}
