@@ -59,8 +59,21 @@ export function describeZodError(error: z.ZodError, source: string): string {
     .join('\n');
 }
 
+/**
+ * The evaluation rebuilds the backbone the pretraining trained (and a random-init one of the same
+ * shape for the baseline), so its architecture follows `pretrain.backbone.arch` unless set explicitly.
+ */
+function linkBackboneArch(raw: unknown): unknown {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const r = raw as { pretrain?: { backbone?: { arch?: unknown } }; evaluation?: { backbone?: { arch?: unknown } } };
+  const arch = r.pretrain?.backbone?.arch;
+  if (arch === undefined || r.evaluation?.backbone?.arch !== undefined) return raw;
+  if (r.evaluation !== undefined && (typeof r.evaluation !== 'object' || r.evaluation === null)) return raw;
+  return { ...r, evaluation: { ...(r.evaluation ?? {}), backbone: { ...(r.evaluation?.backbone ?? {}), arch } } };
+}
+
 export function parseRunConfig(raw: unknown, source = 'config'): RunConfig {
-  const result = runConfigSchema.safeParse(raw ?? {});
+  const result = runConfigSchema.safeParse(linkBackboneArch(raw ?? {}));
   if (!result.success) throw new ConfigError(`invalid config\n${describeZodError(result.error, source)}`);
   return result.data;
 }

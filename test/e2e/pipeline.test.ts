@@ -1,0 +1,193 @@
+/**
+ * End to end against the real servers: the Temporal dev server (SQLite), versitygw, and worker
+ * processes started exactly as `densepipe up` starts them. Covers a full run, a cached re-run, a
+ * failed run fixed by `resume`, kill -9 of the gpu worker mid-pretraining, and a restart of the
+ * Temporal server mid-run.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import type { Client } from '@temporalio/client';
+import { projectRoot, readServices, type LocalServices } from '../../cli/env.js';
+import { down, isAlive, startTemporal, startWorker, up } from '../../cli/services.js';
+import { connectClient } from '../../cli/client.js';
+import { describeRun, resumeRun, startRun, type RunStatus } from '../../cli/runs.js';
+import { parseRunConfig, type RunConfig } from '../../core/config.js';
+import { openStore } from '../../core/store/index.js';
+import { isolatedHome, toolsInstalled } from '../helpers/servers.js';
+
+const built = existsSync(join(projectRoot(), 'dist', 'workflow-bundle.js'));
+
+function tinyConfig(name: string, patch: Record<string, unknown> = {}): RunConfig {
+  const base = {
+    name,
+    store: { uri: 's3://densepipe-e2e/artifacts' },
+    data: { source: { kind: 'synthetic', size: 'tiny', seed: 0 }, shardSamples: 32 },
+    proposals: { preset: 'updetr-random' },
+    pretrain: {
+      method: 'densecl',
+      backbone: { arch: 'resnet-tiny' },
+      batchSize: 16,
+      steps: 12,
+      imageSize: 32,
+      queueSize: 64,
+      checkpointEvery: { steps: 4 },
+    },
+    evaluation: { tasks: ['knn'], imageSize: 32 },
+    orchestration: { heartbeatTimeoutSeconds: 4 },
+  };
+  return parseRunConfig(deepMerge(base, patch), `e2e:${name}`);
+}
+
+function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && typeof a[k] === 'object' ? deepMerge(a[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+async function finished(client: Client, workflowId: string, timeoutMs = 240_000): Promise<RunStatus> {
+  return waitFor(
+    `run ${workflowId} to close`,
+    async () => {
+      const s = await describeRun(client, workflowId);
+      return s.status === 'RUNNING' ? undefined : s;
+    },
+    timeoutMs,
+  );
+}
+
+const stepStatus = (s: RunStatus) => Object.fromEntries((s.progress?.stages ?? s.result?.stages ?? []).map((x) => [x.step, x.status]));
+
+describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Temporal, real S3, worker processes)', () => {
+  let env: Awaited<ReturnType<typeof isolatedHome>>;
+  let client: Client;
+  let closeClient: () => Promise<void>;
+  let services: LocalServices;
+  const savedEnv = { ...process.env };
+
+  beforeAll(async () => {
+    env = await isolatedHome('e2e');
+    process.env.DENSEPIPE_HOME = env.home;
+    delete process.env.TEMPORAL_ADDRESS;
+    delete process.env.DENSEPIPE_S3_ENDPOINT;
+    services = await up({ temporalPort: env.temporalPort, s3Port: env.s3Port });
+    // The test process talks to the same local S3 as the workers.
+    process.env.DENSEPIPE_S3_ENDPOINT = services.s3!.endpoint;
+    process.env.AWS_ACCESS_KEY_ID = services.s3!.accessKeyId;
+    process.env.AWS_SECRET_ACCESS_KEY = services.s3!.secretAccessKey;
+    ({ client, close: closeClient } = await connectClient());
+  }, 240_000);
+
+  afterAll(async () => {
+    await closeClient?.();
+    await down();
+    process.env = savedEnv;
+    env?.cleanup();
+  }, 120_000);
+
+  let firstRun: RunStatus;
+
+  it('runs the whole pipeline and writes a report to S3', async () => {
+    const handle = await startRun(client, tinyConfig('e2e-full'));
+    firstRun = await finished(client, handle.workflowId);
+    expect(firstRun.status).toBe('COMPLETED');
+    expect(stepStatus(firstRun)).toEqual({ shard: 'done', proposals: 'done', pretrain: 'done', evaluate: 'done', 'evaluate-baseline': 'done', report: 'done' });
+    const result = firstRun.result!;
+    expect(result.metrics['knn.top1']).toBeGreaterThanOrEqual(0);
+    const store = openStore({ uri: 's3://densepipe-e2e/artifacts' });
+    const html = Buffer.from(await store.get(result.reportKey)).toString();
+    expect(html).toContain('<table id="metrics">');
+    expect(html).toContain('knn.top1');
+    // The report is also a plain file on the local S3 server's disk.
+    expect(existsSync(join(readServices().s3!.root, 'densepipe-e2e', 'artifacts', result.reportKey))).toBe(true);
+  });
+
+  it('reuses every stage output when the same config runs again', async () => {
+    const handle = await startRun(client, tinyConfig('e2e-full'));
+    const again = await finished(client, handle.workflowId);
+    expect(again.status).toBe('COMPLETED');
+    expect(stepStatus(again)).toEqual({ shard: 'cached', proposals: 'cached', pretrain: 'cached', evaluate: 'cached', 'evaluate-baseline': 'cached', report: 'done' });
+    expect(again.result!.metrics).toEqual(firstRun.result!.metrics);
+    const compute = (again.result!.stages ?? []).reduce((a, s) => a + s.computeSeconds, 0);
+    expect(compute).toBe(0);
+  });
+
+  it('fails on bad input without retrying, and `resume` with the fix redoes only what changed', async () => {
+    const handle = await startRun(client, tinyConfig('e2e-full', { evaluation: { evalSplit: 'validation' } }));
+    const failed = await finished(client, handle.workflowId);
+    expect(failed.status).toBe('FAILED');
+    expect(failed.failure).toMatch(/validation/);
+    const resumed = await resumeRun(client, handle.workflowId, { evaluation: { evalSplit: 'val' } });
+    const done = await finished(client, resumed.workflowId);
+    expect(done.status).toBe('COMPLETED');
+    expect(stepStatus(done)).toMatchObject({ shard: 'cached', proposals: 'cached', pretrain: 'cached', evaluate: 'cached', report: 'done' });
+  });
+
+  it('survives kill -9 of the gpu worker mid-pretraining and continues from the last checkpoint', async () => {
+    const handle = await startRun(client, tinyConfig('e2e-kill', { pretrain: { steps: 40, seed: 1 } }));
+    // Wait until pretraining has passed a checkpoint (every 4 steps) and is still running.
+    await waitFor(
+      'pretraining past step 9',
+      async () => {
+        const s = await describeRun(client, handle.workflowId);
+        const hb = s.pending.find((a) => a.activityType === 'pretrain')?.heartbeat;
+        return (hb?.step ?? 0) >= 9 ? true : undefined;
+      },
+      180_000,
+    );
+    const gpu = readServices().workers!.find((w) => w.queue === 'gpu')!;
+    process.kill(gpu.pid, 'SIGKILL');
+    await waitFor('the gpu worker to die', async () => (isAlive(gpu.pid) ? undefined : true), 10_000);
+    const current = readServices();
+    await startWorker(current, env.home, 'gpu');
+    writeFileSync(join(env.home, 'services.json'), JSON.stringify(current, null, 2));
+    const done = await finished(client, handle.workflowId);
+    expect(done.status).toBe('COMPLETED');
+    const resumedFrom = (done as RunStatus & { result: { stages: unknown } }).result;
+    expect(resumedFrom).toBeDefined();
+    const store = openStore({ uri: 's3://densepipe-e2e/artifacts' });
+    const report = JSON.parse(Buffer.from(await store.get(done.result!.reportKey.replace(/\.html$/, '.json'))).toString());
+    expect(report.pretrain.resumedFromStep).toBeGreaterThanOrEqual(4);
+    expect(report.pretrain.steps).toBe(40);
+  });
+
+  it('survives a restart of the Temporal dev server mid-run', async () => {
+    const handle = await startRun(client, tinyConfig('e2e-restart', { pretrain: { steps: 30, seed: 2 } }));
+    await waitFor(
+      'pretraining to start',
+      async () => ((await describeRun(client, handle.workflowId)).pending.some((a) => a.activityType === 'pretrain') ? true : undefined),
+      180_000,
+    );
+    const s = readServices();
+    process.kill(-s.temporal!.pid, 'SIGKILL');
+    await waitFor('the dev server to stop', async () => (isAlive(s.temporal!.pid) ? undefined : true), 10_000);
+    delete s.temporal;
+    await startTemporal(s, env.home, env.temporalPort, env.temporalPort + 1000);
+    writeFileSync(join(env.home, 'services.json'), JSON.stringify(s, null, 2));
+    await closeClient();
+    ({ client, close: closeClient } = await connectClient());
+    const done = await finished(client, handle.workflowId);
+    expect(done.status).toBe('COMPLETED');
+  });
+
+  it('refuses an invalid config before starting anything, naming the field', () => {
+    const bad = join(env.home, 'bad.yaml');
+    writeFileSync(bad, 'name: e2e\npretrain:\n  batchSize: "32x"\n');
+    const res = spawnSync(process.execPath, [join(projectRoot(), 'bin', 'densepipe.js'), 'run', bad], { encoding: 'utf8', env: process.env });
+    expect(res.status).toBe(2);
+    expect(res.stderr).toMatch(/bad\.yaml: pretrain\.batchSize: .*number/);
+  });
+});
