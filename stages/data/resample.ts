@@ -86,6 +86,7 @@ export function resampleRegion(src: RgbImage, box: readonly number[], outWidth: 
   }
   const rows = Math.max(0, rowHi - rowLo);
   const tmp = new Float32Array(rows * outWidth * 3);
+  const clampRows = interpolation === 'bicubic';
   for (let r = 0; r < rows; r++) {
     const srcRow = (rowLo + r) * sw * 3;
     const dstRow = r * outWidth * 3;
@@ -100,9 +101,16 @@ export function resampleRegion(src: RgbImage, box: readonly number[], outWidth: 
         c += input[p + 2]! * w;
       }
       const d = dstRow + o * 3;
-      tmp[d] = a * norm;
-      tmp[d + 1] = b * norm;
-      tmp[d + 2] = c * norm;
+      if (clampRows) {
+        // Pillow keeps the intermediate image in 8 bits, so bicubic overshoot is clipped after each pass.
+        tmp[d] = Math.min(1, Math.max(0, a * norm));
+        tmp[d + 1] = Math.min(1, Math.max(0, b * norm));
+        tmp[d + 2] = Math.min(1, Math.max(0, c * norm));
+      } else {
+        tmp[d] = a * norm;
+        tmp[d + 1] = b * norm;
+        tmp[d + 2] = c * norm;
+      }
     }
   }
   const out = new Float32Array(outWidth * outHeight * 3);
