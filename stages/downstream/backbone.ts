@@ -29,9 +29,16 @@ export function loadStateDict(model: ResNet, bytes: Uint8Array, source: string):
     if (!t) throw new IncompatibleArtifactError(`no tensor '${name}' (the backbone needs all ${model.params.vars.size} of its tensors)`, source);
     const layout = model.params.info.get(name)?.layout ?? 'same';
     const values = typedArrayOf(t);
-    if (!(values instanceof Float32Array)) throw new IncompatibleArtifactError(`tensor '${name}' is ${t.dtype}, expected F32`, source);
     const value = tf.tidy(() => {
-      const raw = tf.tensor(values, t.shape, 'float32');
+      let raw: tf.Tensor;
+      if (variable.dtype === 'int32') {
+        // BN's num_batches_tracked: int64 in PyTorch files, int32 in tfjs.
+        if (values instanceof Float32Array || values instanceof Float64Array) throw new IncompatibleArtifactError(`tensor '${name}' is ${t.dtype}, expected an integer`, source);
+        raw = tf.tensor(Int32Array.from(values as ArrayLike<number | bigint>, Number), t.shape, 'int32');
+      } else {
+        if (!(values instanceof Float32Array)) throw new IncompatibleArtifactError(`tensor '${name}' is ${t.dtype}, expected F32`, source);
+        raw = tf.tensor(values, t.shape, 'float32');
+      }
       if (layout === 'hwio') return raw.transpose([2, 3, 1, 0]); // OIHW -> HWIO
       if (layout === 'io') return raw.transpose([1, 0]); // [out, in] -> [in, out]
       return raw;

@@ -9,7 +9,11 @@ import { bytesOf, decodeSafetensors, encodeSafetensors, typedArrayOf, type SafeT
 
 export function encodeVariables(vars: Map<string, tf.Variable>): Uint8Array {
   const tensors = new Map<string, SafeTensor>();
-  for (const [name, v] of vars) tensors.set(name, { dtype: 'F32', shape: [...v.shape], data: bytesOf(v.dataSync() as Float32Array) });
+  for (const [name, v] of vars) {
+    // BN's num_batches_tracked is int32; everything else float32.
+    const values = v.dtype === 'int32' ? (v.dataSync() as Int32Array) : (v.dataSync() as Float32Array);
+    tensors.set(name, { dtype: v.dtype === 'int32' ? 'I32' : 'F32', shape: [...v.shape], data: bytesOf(values) });
+  }
   return encodeSafetensors(tensors);
 }
 
@@ -21,8 +25,9 @@ export function restoreVariables(vars: Map<string, tf.Variable>, bytes: Uint8Arr
     const t = tensors.get(name);
     if (!t) throw new IncompatibleArtifactError(`checkpoint has no tensor '${name}'`, source);
     if (t.shape.join('x') !== v.shape.join('x')) throw new IncompatibleArtifactError(`checkpoint tensor '${name}' is [${t.shape}], expected [${v.shape}]`, source);
-    const values = typedArrayOf(t) as Float32Array;
-    const value = tf.tensor(values, t.shape, 'float32');
+    const expected = v.dtype === 'int32' ? 'I32' : 'F32';
+    if (t.dtype !== expected) throw new IncompatibleArtifactError(`checkpoint tensor '${name}' is ${t.dtype}, expected ${expected}`, source);
+    const value = tf.tensor(typedArrayOf(t) as Float32Array | Int32Array, t.shape, v.dtype);
     v.assign(value);
     value.dispose();
   }
