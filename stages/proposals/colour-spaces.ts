@@ -1,4 +1,4 @@
-import type { RgbImage } from './image.js';
+import type { RgbImage } from './raster.js';
 
 /**
  * The 8-bit colour conversions OpenCV's selective search feeds to FH and to its histograms.

@@ -1,6 +1,6 @@
 import { BadInputError } from '../../core/errors.js';
 import { gaussianSmoothPlane, opencvRadius, scipyRadius } from './gaussian.js';
-import type { RgbImage } from './image.js';
+import type { RgbImage } from './raster.js';
 import { argsortNonNegative } from './sorting.js';
 import { UnionFind } from './union-find.js';
 

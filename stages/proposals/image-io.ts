@@ -1,27 +1,8 @@
 import sharp from 'sharp';
 import { BadInputError } from '../../core/errors.js';
+import type { RgbImage } from './raster.js';
 
-/**
- * An 8-bit image held as interleaved channels in row-major order. Every algorithm in this folder
- * works on this one shape so that decoding, colour handling and bad-input policy live in one place.
- */
-export interface RgbImage {
-  width: number;
-  height: number;
-  /** Interleaved, `channels` bytes per pixel. */
-  data: Uint8Array;
-  channels: 3;
-}
-
-export function assertRgbImage(image: RgbImage, where = 'image'): void {
-  const { width, height, data } = image;
-  if (!Number.isInteger(width) || !Number.isInteger(height) || width < 1 || height < 1) {
-    throw new BadInputError(`width and height must be positive integers (got ${width}x${height})`, where);
-  }
-  if (data.length !== width * height * 3) {
-    throw new BadInputError(`expected ${width * height * 3} bytes for ${width}x${height} RGB, got ${data.length}`, where);
-  }
-}
+export type { RgbImage } from './raster.js';
 
 /**
  * Decode PNG/JPEG/WebP/TIFF bytes into 8-bit RGB. Grayscale is replicated to three channels (what
@@ -69,21 +50,26 @@ export async function resizeImage(image: RgbImage, width: number, height: number
   return { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };
 }
 
-/** Build an image from a per-pixel function; used by tests and the fixture generator. */
-export function imageFrom(width: number, height: number, colourAt: (x: number, y: number) => [number, number, number]): RgbImage {
-  const data = new Uint8Array(width * height * 3);
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const [r, g, b] = colourAt(x, y);
-      const o = (y * width + x) * 3;
-      data[o] = r;
-      data[o + 1] = g;
-      data[o + 2] = b;
-    }
-  }
-  return { width, height, channels: 3, data };
-}
-
 export async function encodePng(image: RgbImage): Promise<Buffer> {
   return sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } }).png().toBuffer();
+}
+
+/**
+ * A label map as a 16-bit grayscale PNG (lossless, viewable, readable by PIL/OpenCV with
+ * IMREAD_UNCHANGED). Labels must fit in 0..65535.
+ */
+export async function encodeLabelPng(seg: { width: number; height: number; labels: Int32Array }): Promise<Buffer> {
+  const values = new Uint16Array(seg.labels.length);
+  for (let i = 0; i < values.length; i++) {
+    const l = seg.labels[i]!;
+    if (l < 0 || l > 65535) throw new BadInputError(`label ${l} does not fit a 16-bit PNG`, 'segments');
+    values[i] = l;
+  }
+  return sharp(values, { raw: { width: seg.width, height: seg.height, channels: 1 } }).toColourspace('grey16').png().toBuffer();
+}
+
+export async function decodeLabelPng(bytes: Uint8Array): Promise<{ width: number; height: number; labels: Int32Array }> {
+  const { data, info } = await sharp(bytes).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+  const values = new Uint16Array(data.buffer, data.byteOffset, data.length / 2);
+  return { width: info.width, height: info.height, labels: Int32Array.from(values) };
 }

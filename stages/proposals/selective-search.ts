@@ -4,7 +4,7 @@ import type { Box } from './boxes.js';
 import { swapRedBlue, toColourSpace, type SelectiveSearchColourSpace } from './colour-spaces.js';
 import { felzenszwalb } from './felzenszwalb.js';
 import { groupRegions, type GroupedRegion, type SimilarityWeights } from './hierarchical-grouping.js';
-import { assertRgbImage, type RgbImage } from './image.js';
+import { assertRgbImage, type RgbImage } from './raster.js';
 import { describeRegions, pixelBins } from './region-features.js';
 
 export type SelectiveSearchMode = 'single' | 'fast' | 'quality';

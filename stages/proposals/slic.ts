@@ -1,7 +1,7 @@
 import { BadInputError } from '../../core/errors.js';
 import type { Segmentation } from './felzenszwalb.js';
 import { gaussianSmoothPlane, scipyRadius } from './gaussian.js';
-import { assertRgbImage, type RgbImage } from './image.js';
+import { assertRgbImage, type RgbImage } from './raster.js';
 
 export interface SlicOptions {
   nSegments?: number;
