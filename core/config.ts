@@ -35,7 +35,8 @@ export const runConfigSchema = z
     description: z.string().optional(),
     store: storeConfigSchema.prefault({}),
     data: shardConfigSchema.prefault({}),
-    proposals: proposalConfigSchema.prefault({}),
+    /** `enabled: false` skips the stage (MoCo v2 and DenseCL do not read proposals). */
+    proposals: proposalConfigSchema.extend({ enabled: z.boolean().default(true) }).prefault({}),
     pretrain: pretrainConfigSchema.prefault({}),
     evaluation: evaluationConfigSchema.prefault({}),
     orchestration: orchestrationConfigSchema.prefault({}),

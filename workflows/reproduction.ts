@@ -90,12 +90,13 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
 
   const trainShards = dataset!.ref.result.splits.train?.shardKeys ?? [];
   let proposals: ActivityOutcome[] = [];
-  if (config.proposals.preset === 'none') {
+  const { enabled: proposalsEnabled, ...proposalConfig } = config.proposals;
+  if (proposalsEnabled === false) {
     stageOf('proposals').status = 'skipped';
   } else {
     proposals = await track(
       'proposals',
-      trainShards.map((shardKey) => () => cpu.proposeRegions({ store: config.store, proposals: config.proposals, dataset: dataset!.ref, shardKey })),
+      trainShards.map((shardKey) => () => cpu.proposeRegions({ store: config.store, proposals: proposalConfig, dataset: dataset!.ref, shardKey })),
     );
   }
 

@@ -124,9 +124,9 @@ describe.skipIf(!toolsInstalled())('ReproductionWorkflow on the Temporal dev ser
     }
   });
 
-  it('skips proposals when the preset is none', async () => {
+  it('skips proposals when they are disabled', async () => {
     const calls: Record<string, number> = {};
-    const { result } = await runWith(mockActivities(calls), 'wf-noprops', input('noprops', { proposals: { preset: 'none' } }));
+    const { result } = await runWith(mockActivities(calls), 'wf-noprops', input('noprops', { proposals: { preset: 'detreg', enabled: false } }));
     expect(result).toBeDefined();
     expect(calls.proposeRegions).toBeUndefined();
   });
