@@ -18,7 +18,8 @@ export function gridSampleBilinear(input: tf.Tensor4D, grid: tf.Tensor4D): tf.Te
   const [gn, ho, wo, two] = grid.shape;
   if (gn !== n || two !== 2) throw new Error(`gridSampleBilinear: grid must be [${n}, Ho, Wo, 2], got [${grid.shape.join(', ')}]`);
   if (n * h * w >= 2 ** 24) throw new Error(`gridSampleBilinear: input has ${n * h * w} pixels, more than float32 indexes exactly`);
-  const op = tf.customGrad((x: tf.Tensor, g: tf.Tensor, save: tf.GradSaveFunc) => {
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [x, g, save] = args as [tf.Tensor4D, tf.Tensor4D, tf.GradSaveFunc];
     const plan = samplingPlan(g as tf.Tensor4D, n, h, w);
     const flat = tf.reshape(x, [n * h * w, c]);
     const values = plan.corners.map((k) => tf.reshape(tf.gather(flat, k.index), [n, ho, wo, c]));
@@ -26,7 +27,7 @@ export function gridSampleBilinear(input: tf.Tensor4D, grid: tf.Tensor4D): tf.Te
     save([x, g]);
     return {
       value,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
         const [xs, gs] = saved as [tf.Tensor4D, tf.Tensor4D];
         const p = samplingPlan(gs, n, h, w);
         const flatX = tf.reshape(xs, [n * h * w, c]);
