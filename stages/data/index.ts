@@ -12,3 +12,26 @@ export { encodeRle, decodeRle, maskArea, maskBox, polygonsToMask, type CocoRle }
 export { generateSyntheticImage, semanticMapOf, SYNTHETIC_CLASS_NAMES, SYNTHETIC_SPECS, SYNTHETIC_SPLITS, type SyntheticSize, type SyntheticSpec, type SyntheticImage } from './synthetic.js';
 export { writeSyntheticCoco } from './synthetic-coco.js';
 export { openSource, sourceFingerprint, cocoSource, vocSource, imageFolderSource, syntheticSource, parseVocXml } from './sources/index.js';
+export { createTrainLoader, planEpoch, viewsTransform, type TrainLoader, type TrainLoaderOptions, type LoaderCursor, type LoaderItem, type SampleTransform, type EpochPlan, type SampleRef } from './loader.js';
+export {
+  augmentView,
+  augmentViews,
+  sampleResizedCrop,
+  resizedCrop,
+  hflipInPlace,
+  adjustBrightness,
+  adjustContrast,
+  adjustSaturation,
+  adjustHue,
+  grayscaleInPlace,
+  gaussianBlurInPlace,
+  solarizeInPlace,
+  sampleRng,
+  VIEW_PRESETS,
+  type ViewSpec,
+  type AugmentedView,
+  type AppliedOps,
+  type CropParams,
+} from './augment.js';
+export { resampleRegion, type Interpolation } from './resample.js';
+export * from './geometry.js';
