@@ -54,19 +54,23 @@ describe('training loader', () => {
 
   it('resumes mid-epoch exactly where it stopped, without refetching finished shards', async () => {
     const loader = await createTrainLoader({ store, dataset: manifestKey, seed: 4, shuffleBuffer: 24, transform: viewsTransform(VIEW_PRESETS.pixpro(24)) });
+    // Stop right after the first-read shard's last sample is handed out, so one shard is finished.
+    const plan = planEpoch(loader.manifest.splits.train!.shards, 4, 0, 0, 1, 24);
+    const stopAt = 1 + Math.max(...plan.order.flatMap((r, t) => (r.shard === plan.shards[0] ? [t] : [])));
+    expect(stopAt).toBeLessThan(96);
     const reference: { key: string; crop: unknown }[] = [];
     for await (const item of loader.iterate({ epoch: 0, position: 0 }, { untilEpoch: 2 })) reference.push({ key: item.key, crop: item.value.views[1]!.applied.crop });
 
-    // Stop after 37 items, keep only the JSON cursor, continue with a fresh loader.
+    // Stop there, keep only the JSON cursor, continue with a fresh loader.
     const first: typeof reference = [];
     let cursor: LoaderCursor | undefined;
     for await (const item of loader.iterate({ epoch: 0, position: 0 })) {
       first.push({ key: item.key, crop: item.value.views[1]!.applied.crop });
       cursor = item.cursor;
-      if (first.length === 37) break;
+      if (first.length === stopAt) break;
     }
     const saved = JSON.parse(JSON.stringify(cursor)) as LoaderCursor;
-    expect(saved).toEqual({ epoch: 0, position: 37 });
+    expect(saved).toEqual({ epoch: 0, position: stopAt });
     const gets: string[] = [];
     const countingStore = Object.create(store, { get: { value: (key: string) => (gets.push(key), store.get(key)) } }) as FileArtifactStore;
     const resumed = await createTrainLoader({ store: countingStore, dataset: manifestKey, seed: 4, shuffleBuffer: 24, transform: viewsTransform(VIEW_PRESETS.pixpro(24)) });
@@ -75,8 +79,7 @@ describe('training loader', () => {
     expect([...first, ...rest]).toEqual(reference);
 
     // Shards whose samples were all handed out before the cursor are not read again.
-    const plan = planEpoch(loader.manifest.splits.train!.shards, 4, 0, 0, 1, 24);
-    const done = plan.shards.filter((s) => plan.order.slice(37).every((r) => r.shard !== s));
+    const done = plan.shards.filter((s) => plan.order.slice(stopAt).every((r) => r.shard !== s));
     expect(done.length).toBeGreaterThan(0);
     const epoch0Gets = gets.slice(0, gets.length - plan.shards.length);
     for (const s of done) expect(epoch0Gets).not.toContain(loader.manifest.splits.train!.shards[s]!.key);
