@@ -83,8 +83,9 @@ WORKDIR /app
 COPY --from=app /app /app
 COPY --from=deps /app/node_modules /app/node_modules
 
-# The official node images ship an unprivileged `node` user (uid/gid 1000).
-USER node
+# The unprivileged `node` user (uid/gid 1000) of the official Node images, numerically so that
+# Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 1000:1000
 
 # Unhealthy when the worker cannot open a TCP connection to Temporal or to the S3 endpoint (a worker
 # without them polls nothing); see docker/healthcheck.mjs for why this is not a liveness check.
