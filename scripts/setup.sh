@@ -2,7 +2,7 @@
 # densepipe set-up: everything the demo and the tests need, installed idempotently from package
 # registries only (npm, PyPI, the Go module proxy). Safe to run again: each step checks first.
 #
-#   1. npm dependencies (npm ci, only when package-lock.json changed)
+#   1. npm dependencies (npm install from the lock file, only when package-lock.json changed)
 #   2. libtensorflow 2.21.0 (C API .so files + headers) from the PyPI tensorflow-cpu wheel, cached
 #   3. the @tensorflow/tfjs-node N-API binding, built from source against it
 #   4. the Temporal CLI dev server and the versitygw S3 server, built with `go install`, cached
@@ -35,10 +35,13 @@ command -v npm >/dev/null || die "npm is required (not found on PATH)"
 # --- 1. npm dependencies ---------------------------------------------------------------------
 lock_hash=$(sha256sum package-lock.json | cut -c1-16)
 if [ ! -f node_modules/.densepipe-lock ] || [ "$(cat node_modules/.densepipe-lock)" != "$lock_hash" ]; then
-  say "installing npm dependencies (npm ci)"
+  say "installing npm dependencies"
   # tfjs-node's own install script would download libtensorflow from the internet; package.json's
   # allowScripts keeps npm from running it, and step 3 builds the binding instead.
-  npm ci --no-audit --no-fund
+  # `npm install` (honouring package-lock.json), not `npm ci`: the registry mirror these machines
+  # reach serves only this platform's optional packages (@swc/core-darwin-* etc. answer 404), so
+  # the lock file cannot list them and `npm ci` would refuse it as out of sync.
+  npm install --no-audit --no-fund
   echo "$lock_hash" > node_modules/.densepipe-lock
 fi
 

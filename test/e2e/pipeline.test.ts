@@ -12,7 +12,7 @@ import type { Client } from '@temporalio/client';
 import { projectRoot, readServices, type LocalServices } from '../../cli/env.js';
 import { down, isAlive, startTemporal, startWorker, up } from '../../cli/services.js';
 import { connectClient } from '../../cli/client.js';
-import { describeRun, resumeRun, startRun, type RunStatus } from '../../cli/runs.js';
+import { describeRun, resumeRun, runEvents, runInput, startRun, type RunStatus } from '../../cli/runs.js';
 import { parseRunConfig, type RunConfig } from '../../core/config.js';
 import { openStore } from '../../core/store/index.js';
 import { isolatedHome, toolsInstalled } from '../helpers/servers.js';
@@ -126,14 +126,18 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
   });
 
   it('fails on bad input without retrying, and `resume` with the fix redoes only what changed', async () => {
-    const handle = await startRun(client, tinyConfig('e2e-full', { evaluation: { evalSplit: 'validation' } }));
+    // An evaluation nobody ran before (k=5), pointed at a split the dataset does not have.
+    const handle = await startRun(client, tinyConfig('e2e-full', { evaluation: { evalSplit: 'validation', knn: { k: 5 } } }));
     const failed = await finished(client, handle.workflowId);
     expect(failed.status).toBe('FAILED');
     expect(failed.failure).toMatch(/validation/);
+    const evaluateAttempts = (await runEvents(client, handle.workflowId)).filter((l) => /started\s+evaluate/.test(l));
+    expect(evaluateAttempts.length).toBeLessThanOrEqual(2); // one per evaluate activity: no retries of bad input
     const resumed = await resumeRun(client, handle.workflowId, { evaluation: { evalSplit: 'val' } });
     const done = await finished(client, resumed.workflowId);
     expect(done.status).toBe('COMPLETED');
-    expect(stepStatus(done)).toMatchObject({ shard: 'cached', proposals: 'cached', pretrain: 'cached', evaluate: 'cached', report: 'done' });
+    expect(stepStatus(done)).toEqual({ shard: 'cached', proposals: 'cached', pretrain: 'cached', evaluate: 'done', 'evaluate-baseline': 'done', report: 'done' });
+    expect((await runInput(client, resumed.workflowId)).resumedFrom).toBe(handle.workflowId);
   });
 
   it('survives kill -9 of the gpu worker mid-pretraining and continues from the last checkpoint', async () => {
