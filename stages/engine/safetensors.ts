@@ -123,7 +123,10 @@ export function decodeSafetensors(bytes: Uint8Array, source = 'safetensors file'
 
 /** Copy bytes into a fresh, aligned buffer and view them as the typed array of `dtype`. */
 export function typedArrayOf(t: SafeTensor): Float32Array | Int32Array | BigInt64Array | Uint8Array | Float64Array {
-  const copy = t.data.slice(); // fresh ArrayBuffer at offset 0, so alignment is guaranteed
+  // A fresh ArrayBuffer at offset 0 guarantees alignment. (Not `.slice()`: on a Node Buffer,
+  // which the stores return, slice is a view of the whole pooled buffer.)
+  const copy = new Uint8Array(t.data.byteLength);
+  copy.set(t.data);
   switch (t.dtype) {
     case 'F32':
       return new Float32Array(copy.buffer);
