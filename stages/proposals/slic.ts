@@ -120,6 +120,12 @@ export function slic(image: RgbImage, options: SlicOptions = {}): Segmentation {
   // skimage: step = max over the (z, y, x) slice steps, where z's step is 1
   const step = Math.max(1, strides[0]!, strides[1]!);
   const spatialWeight = 1 / (step * step);
+  // skimage's search window comes from a second regular_grid call made with the number of seeds
+  // actually placed (e.g. 96 for n=100 on 300x200), so its half-width can exceed the `step` used
+  // in the distance weight (25 vs 24 there).
+  const windowGrid = regularGrid(height, width, K);
+  const windowY = windowGrid ? windowGrid.steps[0] : 1;
+  const windowX = windowGrid ? windowGrid.steps[1] : 1;
   const cy = Float64Array.from(seedY);
   const cx = Float64Array.from(seedX);
   const cc = [new Float64Array(K), new Float64Array(K), new Float64Array(K)];
@@ -137,10 +143,10 @@ export function slic(image: RgbImage, options: SlicOptions = {}): Segmentation {
       const c0 = cc[0]![k]!;
       const c1 = cc[1]![k]!;
       const c2 = cc[2]![k]!;
-      const yMin = Math.trunc(Math.max(ky - 2 * step, 0));
-      const yMax = Math.trunc(Math.min(ky + 2 * step + 1, height));
-      const xMin = Math.trunc(Math.max(kx - 2 * step, 0));
-      const xMax = Math.trunc(Math.min(kx + 2 * step + 1, width));
+      const yMin = Math.trunc(Math.max(ky - 2 * windowY, 0));
+      const yMax = Math.trunc(Math.min(ky + 2 * windowY + 1, height));
+      const xMin = Math.trunc(Math.max(kx - 2 * windowX, 0));
+      const xMax = Math.trunc(Math.min(kx + 2 * windowX + 1, width));
       for (let y = yMin; y < yMax; y++) {
         const dy = (ky - y) * (ky - y);
         const row = y * width;
@@ -185,24 +191,15 @@ export function slic(image: RgbImage, options: SlicOptions = {}): Segmentation {
   }
   const startLabel = options.startLabel ?? 0;
   if (!(options.enforceConnectivity ?? true)) {
-    // relabel consecutively in raster order so downstream one-hot masks get labels 0..K-1
-    return consecutive(nearest, width, height, startLabel);
+    // skimage returns the centre index itself: ids can have gaps where a centre lost all pixels
+    const labels = new Int32Array(n);
+    for (let i = 0; i < n; i++) labels[i] = nearest[i]! + startLabel;
+    return { width, height, labels, count: K };
   }
   const segmentSize = n / K;
   const minSize = Math.trunc((options.minSizeFactor ?? 0.5) * segmentSize);
   const maxSize = Math.trunc((options.maxSizeFactor ?? 3) * segmentSize);
   return enforceConnectivity(nearest, width, height, minSize, maxSize, startLabel);
-}
-
-function consecutive(labels: Int32Array, width: number, height: number, startLabel: number): Segmentation {
-  const map = new Map<number, number>();
-  const out = new Int32Array(labels.length);
-  for (let i = 0; i < labels.length; i++) {
-    let l = map.get(labels[i]!);
-    if (l === undefined) map.set(labels[i]!, (l = map.size));
-    out[i] = l + startLabel;
-  }
-  return { width, height, labels: out, count: map.size };
 }
 
 /**
