@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs';
+import { IncompatibleArtifactError } from '../../core/errors.js';
 import type { ParamStore } from './params.js';
 import { bytesOf, encodeSafetensors, type SafeTensor } from './safetensors.js';
 
@@ -44,4 +45,56 @@ export async function exportStateDict(store: ParamStore, options: ExportOptions 
   }
   if (tensors.size === 0) throw new Error(`exportStateDict: no tensors under prefix '${prefix}'`);
   return encodeSafetensors(tensors, { format: 'pt', ...(options.metadata ?? {}) });
+}
+
+/** A tensor in PyTorch layout, as read from a state_dict (safetensors file or JSON fixture). */
+export interface TorchTensor {
+  shape: number[];
+  values: ArrayLike<number>;
+}
+
+/**
+ * Load PyTorch-layout weights into a ParamStore (OIHW -> HWIO, [out, in] -> [in, out]).
+ * Strict like `load_state_dict(strict=True)`: the name sets must match and every shape must
+ * agree, otherwise nothing is loaded and the error lists the differences.
+ * `skip` names tensors of the store to leave untouched (e.g. a fixed `pos_embed`).
+ */
+export function importStateDict(store: ParamStore, tensors: Map<string, TorchTensor>, options: { skip?: (name: string) => boolean; source?: string } = {}): void {
+  const source = options.source ?? 'state_dict';
+  const wanted = [...store.vars.keys()].filter((k) => !options.skip?.(k));
+  const missing = wanted.filter((k) => !tensors.has(k));
+  const unexpected = [...tensors.keys()].filter((k) => !store.vars.has(k) && !options.skip?.(k));
+  const problems: string[] = [];
+  if (missing.length) problems.push(`missing: ${missing.slice(0, 8).join(', ')}${missing.length > 8 ? ', ...' : ''}`);
+  if (unexpected.length) problems.push(`unexpected: ${unexpected.slice(0, 8).join(', ')}${unexpected.length > 8 ? ', ...' : ''}`);
+  const converted = new Map<string, tf.Tensor>();
+  for (const name of wanted) {
+    const t = tensors.get(name);
+    if (!t) continue;
+    const v = store.get(name);
+    const layout = store.info.get(name)!.layout;
+    const torchShape = layout === 'hwio' ? [v.shape[3], v.shape[2], v.shape[0], v.shape[1]] : layout === 'io' ? [v.shape[1], v.shape[0]] : v.shape;
+    if (t.shape.join('x') !== torchShape.join('x')) {
+      problems.push(`${name}: file [${t.shape}] vs model [${torchShape}]`);
+      continue;
+    }
+    const values = v.dtype === 'int32' ? Int32Array.from(t.values as ArrayLike<number>, Number) : Float32Array.from(t.values);
+    converted.set(
+      name,
+      tf.tidy(() => {
+        const raw = tf.tensor(values, t.shape, v.dtype);
+        if (layout === 'hwio') return tf.transpose(raw, [2, 3, 1, 0]);
+        if (layout === 'io') return tf.transpose(raw, [1, 0]);
+        return raw;
+      }),
+    );
+  }
+  if (problems.length) {
+    tf.dispose([...converted.values()]);
+    throw new IncompatibleArtifactError(`state_dict does not fit the model: ${problems.join('; ')}`, source);
+  }
+  for (const [name, value] of converted) {
+    store.get(name).assign(value);
+    value.dispose();
+  }
 }
