@@ -118,17 +118,15 @@ export function adjustHue(img: RgbF32, shift: number): void {
     const sector = Math.floor(h6) % 6;
     const f = h6 - Math.floor(h6);
     const p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
-    const rgb = [
-      [v, t, p],
-      [q, v, p],
-      [p, v, t],
-      [p, q, v],
-      [t, p, v],
-      [v, p, q],
-    ][sector]!;
-    d[i] = rgb[0]!;
-    d[i + 1] = rgb[1]!;
-    d[i + 2] = rgb[2]!;
+    // A switch, not a lookup table of arrays: this loop runs per pixel and must not allocate.
+    switch (sector) {
+      case 0: d[i] = v; d[i + 1] = t; d[i + 2] = p; break;
+      case 1: d[i] = q; d[i + 1] = v; d[i + 2] = p; break;
+      case 2: d[i] = p; d[i + 1] = v; d[i + 2] = t; break;
+      case 3: d[i] = p; d[i + 1] = q; d[i + 2] = v; break;
+      case 4: d[i] = t; d[i + 1] = p; d[i + 2] = v; break;
+      default: d[i] = v; d[i + 1] = p; d[i + 2] = q;
+    }
   }
 }
 
@@ -157,42 +155,50 @@ export function gaussianBlurInPlace(img: RgbF32, sigma: number): void {
   for (let k = -radius; k <= radius; k++) sum += kernel[k + radius] = Math.exp((-k * k) / (2 * sigma * sigma));
   for (let k = 0; k < kernel.length; k++) kernel[k]! /= sum;
   const { width, height, data } = img;
-  const reflect = (i: number, n: number) => {
-    // Reflect without repeating the edge (torchvision's 'reflect' padding); loop for kernels wider than the image.
-    while (i < 0 || i >= n) i = i < 0 ? -i : 2 * n - 2 - i;
-    return n === 1 ? 0 : i;
+  // Source index for every padded position, computed once: the inner loops then do no branching.
+  const reflected = (n: number) => {
+    const idx = new Int32Array(n + 2 * radius);
+    for (let k = 0; k < idx.length; k++) {
+      // Reflect without repeating the edge (torchvision's 'reflect' padding); loop for kernels wider than the image.
+      let i = k - radius;
+      while (n > 1 && (i < 0 || i >= n)) i = i < 0 ? -i : 2 * n - 2 - i;
+      idx[k] = n > 1 ? i : 0;
+    }
+    return idx;
   };
+  const xs = reflected(width);
+  const ys = reflected(height);
+  const taps = kernel.length;
+  const stride = width * 3;
   const tmp = new Float32Array(data.length);
+  // Horizontal pass over one reflect-padded copy of each row, so every tap is a contiguous sweep.
+  const padded = new Float32Array(xs.length * 3);
   for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      let a = 0, b = 0, c = 0;
-      for (let k = -radius; k <= radius; k++) {
-        const p = (y * width + reflect(x + k, width)) * 3;
-        const w = kernel[k + radius]!;
-        a += data[p]! * w;
-        b += data[p + 1]! * w;
-        c += data[p + 2]! * w;
-      }
-      const o = (y * width + x) * 3;
-      tmp[o] = a;
-      tmp[o + 1] = b;
-      tmp[o + 2] = c;
+    const row = y * stride;
+    for (let k = 0; k < xs.length; k++) {
+      const p = row + xs[k]! * 3;
+      padded[k * 3] = data[p]!;
+      padded[k * 3 + 1] = data[p + 1]!;
+      padded[k * 3 + 2] = data[p + 2]!;
+    }
+    // The kernel is symmetric: pair tap k with tap taps-1-k and multiply once.
+    const centre = kernel[radius]!;
+    for (let x = 0; x < stride; x++) tmp[row + x] = padded[radius * 3 + x]! * centre;
+    for (let k = 0; k < radius; k++) {
+      const w = kernel[k]!;
+      const lo = k * 3, hi = (taps - 1 - k) * 3;
+      for (let x = 0; x < stride; x++) tmp[row + x]! += (padded[lo + x]! + padded[hi + x]!) * w;
     }
   }
   for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      let a = 0, b = 0, c = 0;
-      for (let k = -radius; k <= radius; k++) {
-        const p = (reflect(y + k, height) * width + x) * 3;
-        const w = kernel[k + radius]!;
-        a += tmp[p]! * w;
-        b += tmp[p + 1]! * w;
-        c += tmp[p + 2]! * w;
-      }
-      const o = (y * width + x) * 3;
-      data[o] = a;
-      data[o + 1] = b;
-      data[o + 2] = c;
+    const dst = y * stride;
+    const mid = ys[y + radius]! * stride;
+    const centre = kernel[radius]!;
+    for (let x = 0; x < stride; x++) data[dst + x] = tmp[mid + x]! * centre;
+    for (let k = 0; k < radius; k++) {
+      const lo = ys[y + k]! * stride, hi = ys[y + taps - 1 - k]! * stride;
+      const w = kernel[k]!;
+      for (let x = 0; x < stride; x++) data[dst + x]! += (tmp[lo + x]! + tmp[hi + x]!) * w;
     }
   }
 }

@@ -93,6 +93,25 @@ describe('colour operations', () => {
     expect(Array.from(img.data).map((v) => Math.round(v * 100) / 100)).toEqual([0.2, 0.5, 0.1]);
   });
 
+  it('blur equals a direct 2-D Gaussian convolution with reflected borders', () => {
+    const img = noise(11, 7, 'blur-ref');
+    const sigma = 1.3, radius = Math.ceil(3 * sigma);
+    const reflect = (i: number, n: number) => (i < 0 ? -i : i >= n ? 2 * n - 2 - i : i);
+    const expected = new Float32Array(img.data.length);
+    let norm = 0;
+    for (let k = -radius; k <= radius; k++) norm += Math.exp((-k * k) / (2 * sigma * sigma));
+    for (let y = 0; y < 7; y++)
+      for (let x = 0; x < 11; x++)
+        for (let dy = -radius; dy <= radius; dy++)
+          for (let dx = -radius; dx <= radius; dx++) {
+            const w = Math.exp((-(dx * dx) - dy * dy) / (2 * sigma * sigma)) / (norm * norm);
+            const p = (reflect(y + dy, 7) * 11 + reflect(x + dx, 11)) * 3;
+            for (let c = 0; c < 3; c++) expected[(y * 11 + x) * 3 + c]! += img.data[p + c]! * w;
+          }
+    gaussianBlurInPlace(img, sigma);
+    img.data.forEach((v, i) => expect(v).toBeCloseTo(expected[i]!, 5));
+  });
+
   it('blur keeps a flat image flat and lowers the variance of noise', () => {
     const flat = solid(8, 8, [0.3, 0.3, 0.3]);
     gaussianBlurInPlace(flat, 1.5);
