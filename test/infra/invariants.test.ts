@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
+import { SEARCH_ATTRIBUTES } from '../../workflows/types.js';
 
 // Cross-file facts the linters cannot see: versions that must agree between the images, the compose
 // file, the Kubernetes manifests and scripts/setup.sh, and the security/env contract of the workers.
@@ -140,6 +141,15 @@ describe('infra/compose.yaml', () => {
     }
   });
 
+  it('starts the Temporal dev server with every custom search attribute a run sets', () => {
+    const command: string[] = services.temporal.command;
+    for (const name of Object.values(SEARCH_ATTRIBUTES)) {
+      const at = command.indexOf(`${name}=Keyword`);
+      expect(at, name).toBeGreaterThan(0);
+      expect(command[at - 1]).toBe('--search-attribute');
+    }
+  });
+
   it('runs the Temporal and versitygw versions that scripts/setup.sh installs for `densepipe up`', () => {
     expect(imageTag(services.temporal.image)).toBe(setupValue('TEMPORAL_CLI_VERSION').replace(/^v/, ''));
     expect(services.s3.image).toBe(`versity/versitygw:${setupValue('VERSITYGW_VERSION')}`);
@@ -217,7 +227,9 @@ describe('infra/k8s', () => {
     expect(temporal.spec.replicas).toBe(1);
     expect(temporal.spec.strategy.type).toBe('Recreate');
     expect(temporal.metadata.annotations['densepipe.dev/deployment-mode']).toMatch(/single-node development only/);
-    expect(temporal.spec.template.spec.containers[0].args).toContain('--db-filename=/data/temporal.db');
+    const args: string[] = temporal.spec.template.spec.containers[0].args;
+    expect(args).toContain('--db-filename=/data/temporal.db');
+    for (const name of Object.values(SEARCH_ATTRIBUTES)) expect(args).toContain(`--search-attribute=${name}=Keyword`);
     expect(k8s('PersistentVolumeClaim', 'temporal-data').spec.accessModes).toEqual(['ReadWriteOnce']);
   });
 
