@@ -61,34 +61,70 @@ function checkOptions(o: Required<FelzenszwalbOptions>): void {
 }
 
 /**
+ * The smoothed pixel graph with its edges in ascending weight order. It depends on the image,
+ * sigma and the variant but not on k, so selective search builds it once per colour space and
+ * segments it at every k.
+ */
+export interface SortedPixelGraph {
+  width: number;
+  height: number;
+  variant: FelzenszwalbVariant;
+  /** Edge endpoints and weights, already in sorted order (ties by construction order). */
+  a: Int32Array;
+  b: Int32Array;
+  cost: Float64Array;
+}
+
+/** Smooth, build the variant's graph and sort its edges. */
+export function buildSortedGraph(image: RgbImage | PlanarImage, variant: FelzenszwalbVariant, sigma: number): SortedPixelGraph {
+  const skimage = variant === 'skimage';
+  const planar = isRgbImage(image) ? planesFromRgb(image, skimage ? 255 : 1) : { ...image, planes: image.planes.map((p) => Float64Array.from(p)) };
+  const { width, height, planes } = planar;
+  if (width < 1 || height < 1 || planes.length === 0) throw new BadInputError(`empty image (${width}x${height}, ${planes.length} channels)`, 'felzenszwalb.image');
+  for (const plane of planes) {
+    if (skimage) gaussianSmoothPlane(plane, width, height, sigma, scipyRadius(sigma), 'reflect');
+    else {
+      // OpenCV clamps sigma <= 0 to 0.001 (no smoothing to speak of) and works in CV_32F.
+      const s = Math.max(sigma, 0.001);
+      gaussianSmoothPlane(plane, width, height, s, opencvRadius(s), 'reflect101');
+      for (let i = 0; i < plane.length; i++) plane[i] = Math.fround(plane[i]!);
+    }
+  }
+  const graph = skimage ? buildEightConnectedGraph(planes, width, height) : buildFourConnectedGraph(planes, width, height);
+  const order = argsortNonNegative(graph.cost);
+  // Permute once so the merge loops read the edges sequentially instead of through `order`.
+  const a = new Int32Array(order.length);
+  const b = new Int32Array(order.length);
+  const cost = new Float64Array(order.length);
+  for (let i = 0; i < order.length; i++) {
+    const e = order[i]!;
+    a[i] = graph.a[e]!;
+    b[i] = graph.b[e]!;
+    cost[i] = graph.cost[e]!;
+  }
+  return { width, height, variant, a, b, cost };
+}
+
+/**
  * Felzenszwalb-Huttenlocher graph segmentation. An RgbImage is interpreted as the reference would
  * interpret a uint8 array (skimage: /255; OpenCV: as-is); a PlanarImage is used as given, so
  * selective search can pass HSV/Lab planes in OpenCV's 0..255 units.
  */
 export function felzenszwalb(image: RgbImage | PlanarImage, options: FelzenszwalbOptions = {}): Segmentation {
+  const o = resolveOptions(options);
+  return segmentSortedGraph(buildSortedGraph(image, o.variant, o.sigma), o.scale, o.minSize);
+}
+
+function resolveOptions(options: FelzenszwalbOptions): Required<FelzenszwalbOptions> {
+  const opencv = options.variant === 'opencv';
   const o: Required<FelzenszwalbOptions> = {
     variant: options.variant ?? 'skimage',
-    scale: options.scale ?? (options.variant === 'opencv' ? 300 : 1),
-    sigma: options.sigma ?? (options.variant === 'opencv' ? 0.5 : 0.8),
-    minSize: options.minSize ?? (options.variant === 'opencv' ? 100 : 20),
+    scale: options.scale ?? (opencv ? 300 : 1),
+    sigma: options.sigma ?? (opencv ? 0.5 : 0.8),
+    minSize: options.minSize ?? (opencv ? 100 : 20),
   };
   checkOptions(o);
-  const skimage = o.variant === 'skimage';
-  const planar = isRgbImage(image) ? planesFromRgb(image, skimage ? 255 : 1) : { ...image, planes: image.planes.map((p) => Float64Array.from(p)) };
-  const { width, height, planes } = planar;
-  if (width < 1 || height < 1 || planes.length === 0) throw new BadInputError(`empty image (${width}x${height}, ${planes.length} channels)`, 'felzenszwalb.image');
-  // skimage rescales k to the [0,1] value range it works in.
-  const k = skimage ? o.scale / 255 : o.scale;
-  // OpenCV clamps sigma <= 0 to 0.001 (i.e. no smoothing to speak of); skimage skips it.
-  for (const plane of planes) {
-    if (skimage) gaussianSmoothPlane(plane, width, height, o.sigma, scipyRadius(o.sigma), 'reflect');
-    else {
-      gaussianSmoothPlane(plane, width, height, Math.max(o.sigma, 0.001), opencvRadius(Math.max(o.sigma, 0.001)), 'reflect101');
-      for (let i = 0; i < plane.length; i++) plane[i] = Math.fround(plane[i]!); // OpenCV works in CV_32F
-    }
-  }
-  const graph = skimage ? buildEightConnectedGraph(planes, width, height) : buildFourConnectedGraph(planes, width, height);
-  return segmentGraph(graph, width, height, k, o.minSize, o.variant);
+  return o;
 }
 
 interface EdgeList {
@@ -96,7 +132,6 @@ interface EdgeList {
   b: Int32Array;
   cost: Float64Array;
 }
-
 function distance(planes: Float64Array[], p: number, q: number): number {
   let s = 0;
   for (let c = 0; c < planes.length; c++) {
@@ -150,37 +185,38 @@ function buildFourConnectedGraph(planes: Float64Array[], width: number, height: 
   return { a, b, cost };
 }
 
-function segmentGraph(graph: EdgeList, width: number, height: number, k: number, minSize: number, variant: FelzenszwalbVariant): Segmentation {
+/** FH merging at one k (in the 0..255 units of `scale`) over a pre-sorted graph. */
+export function segmentSortedGraph(graph: SortedPixelGraph, scale: number, minSize: number): Segmentation {
+  if (!(scale >= 0) || !Number.isFinite(scale)) throw new BadInputError(`must be a finite number >= 0 (got ${scale})`, 'felzenszwalb.scale');
+  const { width, height, variant, a, b, cost } = graph;
   const n = width * height;
-  const { a, b, cost } = graph;
-  const order = argsortNonNegative(cost);
+  const edges = cost.length;
+  // skimage rescales k to the [0,1] value range it works in.
+  const k = variant === 'skimage' ? scale / 255 : scale;
   const sets = new UnionFind(n);
   const size = new Int32Array(n).fill(1);
   // Int(C) + k/|C| per root. skimage stores the internal difference and rounds the sum to float32;
   // OpenCV stores the float32 threshold itself. Both start at k/1.
   const internal = new Float64Array(n);
   const strict = variant === 'skimage';
-  const usedInMerge = variant === 'opencv' ? new Uint8Array(order.length) : null;
-  for (let i = 0; i < order.length; i++) {
-    const e = order[i]!;
+  const usedInMerge = variant === 'opencv' ? new Uint8Array(edges) : null;
+  for (let e = 0; e < edges; e++) {
     const ra = sets.find(a[e]!);
     const rb = sets.find(b[e]!);
     if (ra === rb) continue;
     const w = cost[e]!;
     const thrA = Math.fround(internal[ra]! + k / size[ra]!);
     const thrB = Math.fround(internal[rb]! + k / size[rb]!);
-    const merge = strict ? w < Math.min(thrA, thrB) : w <= thrA && w <= thrB;
-    if (!merge) continue;
+    if (strict ? !(w < thrA && w < thrB) : !(w <= thrA && w <= thrB)) continue;
     const root = sets.unionRoots(ra, rb);
     size[root] = size[ra]! + size[rb]!;
     internal[root] = w;
-    if (usedInMerge) usedInMerge[i] = 1;
+    if (usedInMerge) usedInMerge[e] = 1;
   }
   if (minSize > 0) {
-    for (let i = 0; i < order.length; i++) {
-      const e = order[i]!;
+    for (let e = 0; e < edges; e++) {
       // OpenCV zeroes the weight of merged edges and then skips weight-0 edges here.
-      if (usedInMerge && (usedInMerge[i] || cost[e] === 0)) continue;
+      if (usedInMerge && (usedInMerge[e] || cost[e] === 0)) continue;
       const ra = sets.find(a[e]!);
       const rb = sets.find(b[e]!);
       if (ra === rb || (size[ra]! >= minSize && size[rb]! >= minSize)) continue;

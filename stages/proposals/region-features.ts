@@ -9,13 +9,17 @@ export const TEXTURE_BINS = 10;
 
 /**
  * Per-pixel bin indices for one colour image, computed once and reused for every k and strategy.
- * colourBin[p*C + c] in 0..24; textureBin[(p*C + c)*8 + m] in 0..9.
+ * Both hold the slot in the region's flat histogram: colourBin[p*C + c] = c*25 + bin (bin 0..24);
+ * textureSlot[(p*C + c)*8 + m] = (c*8 + m)*10 + bin (bin 0..9).
  */
 export interface PixelBins {
   channels: number;
   colourBin: Uint8Array;
-  textureBin: Uint8Array;
+  textureSlot: Uint16Array;
 }
+
+/** Bin of a 0..255 normalised texture value: floor(v / 25.6), i.e. 10 bins. */
+const VALUE_TO_TEXTURE_BIN = Uint8Array.from({ length: 256 }, (_, v) => Math.min(TEXTURE_BINS - 1, Math.floor(v / 25.6)));
 
 /** 3x3 Scharr derivative along x (dir 'x') or y, with reflect-101 borders like cv::Scharr. */
 function scharr(plane: Uint8Array, width: number, height: number, dir: 'x' | 'y'): Float32Array {
@@ -51,11 +55,11 @@ export function pixelBins(image: ColourPlanes): PixelBins {
   const n = width * height;
   const C = planes.length;
   const colourBin = new Uint8Array(n * C);
-  const textureBin = new Uint8Array(n * C * TEXTURE_ORIENTATIONS);
+  const textureSlot = new Uint16Array(n * C * TEXTURE_ORIENTATIONS);
   const maps = Array.from({ length: TEXTURE_ORIENTATIONS }, () => new Float32Array(n));
   for (let c = 0; c < C; c++) {
     const plane = planes[c]!;
-    for (let p = 0; p < n; p++) colourBin[p * C + c] = Math.floor((plane[p]! * COLOUR_BINS) / 256);
+    for (let p = 0; p < n; p++) colourBin[p * C + c] = c * COLOUR_BINS + ((plane[p]! * COLOUR_BINS) >> 8);
     const dx = scharr(plane, width, height, 'x');
     const dy = scharr(plane, width, height, 'y');
     for (let p = 0; p < n; p++) {
@@ -82,13 +86,15 @@ export function pixelBins(image: ColourPlanes): PixelBins {
         if (v > hi) hi = v;
       }
       const scale = hi > lo ? 255 / (hi - lo) : 0;
+      // store the flat histogram slot ((c*8 + m)*10 + bin) so region accumulation is one add
+      const slotBase = (c * TEXTURE_ORIENTATIONS + m) * TEXTURE_BINS;
       for (let p = 0; p < n; p++) {
         const v = Math.round((map[p]! - lo) * scale);
-        textureBin[(p * C + c) * TEXTURE_ORIENTATIONS + m] = Math.min(TEXTURE_BINS - 1, Math.floor(v / 25.6));
+        textureSlot[(p * C + c) * TEXTURE_ORIENTATIONS + m] = slotBase + VALUE_TO_TEXTURE_BIN[v]!;
       }
     }
   }
-  return { channels: C, colourBin, textureBin };
+  return { channels: C, colourBin, textureSlot };
 }
 
 /** Everything the grouping needs about the initial FH regions of one (colour image, k) pair. */
@@ -121,6 +127,7 @@ export function describeRegions(seg: Segmentation, bins: PixelBins): InitialRegi
   }
   const colour = new Float64Array(count * colourLength);
   const texture = new Float64Array(count * textureLength);
+  const perPixel = C * TEXTURE_ORIENTATIONS;
   for (let y = 0; y < height; y++) {
     for (let x = 0; x < width; x++) {
       const p = y * width + x;
@@ -131,13 +138,11 @@ export function describeRegions(seg: Segmentation, bins: PixelBins): InitialRegi
       if (y < box[b + 1]!) box[b + 1] = y;
       if (x + 1 > box[b + 2]!) box[b + 2] = x + 1;
       if (y + 1 > box[b + 3]!) box[b + 3] = y + 1;
-      for (let c = 0; c < C; c++) {
-        colour[r * colourLength + c * COLOUR_BINS + bins.colourBin[p * C + c]!]!++;
-        const t = (p * C + c) * TEXTURE_ORIENTATIONS;
-        for (let m = 0; m < TEXTURE_ORIENTATIONS; m++) {
-          texture[r * textureLength + (c * TEXTURE_ORIENTATIONS + m) * TEXTURE_BINS + bins.textureBin[t + m]!]!++;
-        }
-      }
+      const cBase = r * colourLength;
+      for (let c = 0; c < C; c++) colour[cBase + bins.colourBin[p * C + c]!]!++;
+      const tBase = r * textureLength;
+      const slots = bins.textureSlot;
+      for (let j = p * perPixel, end = j + perPixel; j < end; j++) texture[tBase + slots[j]!]!++;
     }
   }
   // Normalise the whole concatenated descriptor to sum 1 (OpenCV), not each channel (AlpacaDB).

@@ -2,7 +2,7 @@ import { BadInputError } from '../../core/errors.js';
 import type { Rng } from '../../core/rng.js';
 import type { Box } from './boxes.js';
 import { swapRedBlue, toColourSpace, type SelectiveSearchColourSpace } from './colour-spaces.js';
-import { felzenszwalb } from './felzenszwalb.js';
+import { buildSortedGraph, segmentSortedGraph } from './felzenszwalb.js';
 import { groupRegions, type GroupedRegion, type SimilarityWeights } from './hierarchical-grouping.js';
 import { assertRgbImage, type RgbImage } from './raster.js';
 import { describeRegions, pixelBins } from './region-features.js';
@@ -97,8 +97,10 @@ export function selectiveSearch(image: RgbImage, options: SelectiveSearchOptions
     const colourImage = toColourSpace(source, space);
     const bins = pixelBins(colourImage);
     const planar = { width: image.width, height: image.height, planes: colourImage.planes.map((p) => Float64Array.from(p)) };
+    // smoothing, edge weights and their order do not depend on k: one graph per colour space
+    const graph = buildSortedGraph(planar, 'opencv', sigma);
     for (const k of settings.ks) {
-      const seg = felzenszwalb(planar, { variant: 'opencv', scale: k, sigma, minSize });
+      const seg = segmentSortedGraph(graph, k, minSize);
       const initial = describeRegions(seg, bins);
       for (const strategy of strategies) {
         regions.push(...groupRegions(initial, weightsOf(strategy), imageSize));
