@@ -189,6 +189,13 @@ describe('ImageFolder reader', () => {
   });
 });
 
+describe('missing inputs', () => {
+  it('name the config field and path', async () => {
+    await expect(shard({ source: { kind: 'voc', root: '/nonexistent/voc' } })).rejects.toThrow(/source\.root: directory "\/nonexistent\/voc" does not exist/);
+    await expect(shard({ source: { kind: 'coco', annotations: '/nonexistent/a.json', images: '/tmp' } })).rejects.toThrow(/\/nonexistent\/a\.json: annotation file or folder not found/);
+  });
+});
+
 describe('tar safety', () => {
   it("refuses members with '..' or absolute paths", async () => {
     for (const name of ['../evil.png', '/abs/evil.png']) {

@@ -1,6 +1,6 @@
 import type { SourceConfig } from '../config.js';
 import { cocoAnnotationFiles, cocoSource } from './coco.js';
-import { fingerprintPaths, listFilesRecursive } from './files.js';
+import { assertDirectory, fingerprintPaths, listFilesRecursive } from './files.js';
 import { imageFolderSource } from './imagefolder.js';
 import { syntheticSource } from './synthetic.js';
 import { vocSource } from './voc.js';
@@ -36,11 +36,13 @@ export function sourceFingerprint(source: SourceConfig): string | null {
       return null;
     case 'coco': {
       const annotationFiles = cocoAnnotationFiles(source.annotations).map((file) => ({ root: '', file }));
+      assertDirectory(source.images, 'source.images');
       const images = listFilesRecursive(source.images).map((file) => ({ root: source.images, file }));
       return fingerprintPaths([...annotationFiles, ...images]);
     }
     case 'voc':
     case 'imagefolder':
+      assertDirectory(source.root, 'source.root');
       return fingerprintPaths(listFilesRecursive(source.root).map((file) => ({ root: source.root, file })));
   }
 }
