@@ -86,12 +86,16 @@ RUN groupadd --system --gid 10001 densepipe \
  && useradd --system --uid 10001 --gid densepipe --home-dir /home/densepipe --create-home \
       --shell /usr/sbin/nologin densepipe
 
-# TF_FORCE_GPU_ALLOW_GROWTH: take GPU memory as needed instead of all of it at start. The CUDA base
-# image already sets NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES for the container toolkit.
+# TF_FORCE_GPU_ALLOW_GROWTH: take GPU memory as needed instead of all of it at start.
+# CUDA_CACHE_MAXSIZE: libtensorflow 2.9.1 carries machine code for GPUs up to compute capability 8.0;
+# newer GPUs (H100 is 9.0) JIT-compile its PTX on first use, and the default 256 MiB cache is too
+# small to keep all of TensorFlow's kernels. (CUDA_CACHE_PATH is set by compose/k8s to a writable
+# volume.) The CUDA base image already sets NVIDIA_VISIBLE_DEVICES and NVIDIA_DRIVER_CAPABILITIES.
 ENV NODE_ENV=production \
     DENSEPIPE_BACKEND=tensorflow \
     TEMPORAL_NAMESPACE=default \
-    TF_FORCE_GPU_ALLOW_GROWTH=true
+    TF_FORCE_GPU_ALLOW_GROWTH=true \
+    CUDA_CACHE_MAXSIZE=2147483648
 
 WORKDIR /app
 # Owned by root, read-only for the worker user.
