@@ -141,22 +141,32 @@ function distance(planes: Float64Array[], p: number, q: number): number {
   return Math.sqrt(s);
 }
 
-/** skimage's edge list: all right edges, then down, down-right, then the anti-diagonal pairs. */
+/**
+ * skimage's edge list: all right edges, then down, down-right, then the anti-diagonal pairs
+ * ((y+1, x), (y, x+1)). The order matters only for ties.
+ */
 function buildEightConnectedGraph(planes: Float64Array[], width: number, height: number): EdgeList {
   const count = height * (width - 1) + (height - 1) * width + 2 * (height - 1) * (width - 1);
   const a = new Int32Array(count);
   const b = new Int32Array(count);
   const cost = new Float64Array(count);
   let e = 0;
-  const add = (p: number, q: number) => {
-    a[e] = p;
-    b[e] = q;
-    cost[e++] = distance(planes, p, q);
+  // One pass per neighbour offset; `dy`/`dx` select the partner of (y0 + y, x0 + x).
+  const pass = (y0: number, dy: number, dx: number, xFrom: number, xTo: number, yTo: number) => {
+    for (let y = 0; y < yTo; y++) {
+      for (let x = xFrom; x < xTo; x++) {
+        const p = (y + y0) * width + x;
+        const q = (y + y0 + dy) * width + x + dx;
+        a[e] = p;
+        b[e] = q;
+        cost[e++] = distance(planes, p, q);
+      }
+    }
   };
-  for (let y = 0; y < height; y++) for (let x = 0; x + 1 < width; x++) add(y * width + x, y * width + x + 1);
-  for (let y = 0; y + 1 < height; y++) for (let x = 0; x < width; x++) add(y * width + x, (y + 1) * width + x);
-  for (let y = 0; y + 1 < height; y++) for (let x = 0; x + 1 < width; x++) add(y * width + x, (y + 1) * width + x + 1);
-  for (let y = 0; y + 1 < height; y++) for (let x = 0; x + 1 < width; x++) add((y + 1) * width + x, y * width + x + 1);
+  pass(0, 0, 1, 0, width - 1, height); // right
+  pass(0, 1, 0, 0, width, height - 1); // down
+  pass(0, 1, 1, 0, width - 1, height - 1); // down-right
+  pass(1, -1, 1, 0, width - 1, height - 1); // (y+1, x) with (y, x+1)
   return { a, b, cost };
 }
 

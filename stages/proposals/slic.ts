@@ -27,15 +27,19 @@ export interface SlicOptions {
 const IMAGENET_MEAN = [0.485, 0.456, 0.406];
 const IMAGENET_STD = [0.229, 0.224, 0.225];
 
-/** skimage rgb2lab (D65, 2 degree observer) on planes in [0,1]. */
-function rgbToLabPlanes(planes: Float64Array[]): void {
+/** skimage's sRGB decoding of a value in [0,1]. */
+function srgbToLinear(c: number): number {
+  return c > 0.04045 ? Math.pow((c + 0.055) / 1.055, 2.4) : c / 12.92;
+}
+
+/** The rest of skimage rgb2lab (D65, 2 degree observer), on linear-RGB planes, in place. */
+function linearRgbToLabPlanes(planes: Float64Array[]): void {
   const [r, g, b] = planes as [Float64Array, Float64Array, Float64Array];
-  const lin = (c: number) => (c > 0.04045 ? Math.pow((c + 0.055) / 1.055, 2.4) : c / 12.92);
   const f = (t: number) => (t > 0.008856 ? Math.cbrt(t) : 7.787 * t + 16 / 116);
   for (let i = 0; i < r.length; i++) {
-    const R = lin(r[i]!);
-    const G = lin(g[i]!);
-    const B = lin(b[i]!);
+    const R = r[i]!;
+    const G = g[i]!;
+    const B = b[i]!;
     const x = f((0.412453 * R + 0.35758 * G + 0.180423 * B) / 0.95047);
     const y = f(0.212671 * R + 0.71516 * G + 0.072169 * B);
     const z = f((0.019334 * R + 0.119193 * G + 0.950227 * B) / 1.08883);
@@ -92,19 +96,27 @@ export function slic(image: RgbImage, options: SlicOptions = {}): Segmentation {
   if (!Number.isInteger(maxNumIter) || maxNumIter < 0) throw new BadInputError(`must be an integer >= 0 (got ${maxNumIter})`, 'slic.maxNumIter');
   const { width, height } = image;
   const n = width * height;
-  const planes = [new Float64Array(n), new Float64Array(n), new Float64Array(n)];
-  for (let i = 0; i < n; i++) {
-    for (let c = 0; c < 3; c++) {
-      let v = image.data[i * 3 + c]! / 255;
-      if (options.imagenetNormalize) v = (v - IMAGENET_MEAN[c]!) / IMAGENET_STD[c]!;
-      planes[c]![i] = v;
-    }
-  }
+  // Every step before Lab is a per-channel function of one byte, so it is tabulated (256 entries
+  // per channel) with exactly the arithmetic skimage applies per pixel.
+  const value = (byte: number, c: number) => {
+    const v = byte / 255;
+    return options.imagenetNormalize ? (v - IMAGENET_MEAN[c]!) / IMAGENET_STD[c]! : v;
+  };
   let lo = Infinity;
   let hi = -Infinity;
-  for (const p of planes) for (let i = 0; i < n; i++) (lo = Math.min(lo, p[i]!)), (hi = Math.max(hi, p[i]!));
-  for (const p of planes) for (let i = 0; i < n; i++) p[i] = hi > lo ? (p[i]! - lo) / (hi - lo) : p[i]! - lo;
-  if (options.convert2lab ?? true) rgbToLabPlanes(planes);
+  for (let i = 0; i < n * 3; i++) {
+    const v = value(image.data[i]!, i % 3);
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  const rescaled = (byte: number, c: number) => (hi > lo ? (value(byte, c) - lo) / (hi - lo) : value(byte, c) - lo);
+  const convert = options.convert2lab ?? true;
+  const tables = [0, 1, 2].map((c) => Float64Array.from({ length: 256 }, (_, byte) => (convert ? srgbToLinear(rescaled(byte, c)) : rescaled(byte, c))));
+  const planes = [new Float64Array(n), new Float64Array(n), new Float64Array(n)];
+  for (let i = 0; i < n; i++) {
+    for (let c = 0; c < 3; c++) planes[c]![i] = tables[c]![image.data[i * 3 + c]!]!;
+  }
+  if (convert) linearRgbToLabPlanes(planes);
   if (sigma > 0) for (const p of planes) gaussianSmoothPlane(p, width, height, sigma, scipyRadius(sigma), 'reflect');
   const ratio = 1 / compactness;
   for (const p of planes) for (let i = 0; i < n; i++) p[i]! *= ratio;
@@ -155,7 +167,8 @@ export function slic(image: RgbImage, options: SlicOptions = {}): Segmentation {
           const d0 = p0[p]! - c0;
           const d1 = p1[p]! - c1;
           const d2 = p2[p]! - c2;
-          const d = (dy + (kx - x) * (kx - x)) * spatialWeight + d0 * d0 + d1 * d1 + d2 * d2;
+          // same association as skimage: spatial + ((d0^2 + d1^2) + d2^2)
+          const d = (dy + (kx - x) * (kx - x)) * spatialWeight + (d0 * d0 + d1 * d1 + d2 * d2);
           if (distance[p]! > d) {
             if (nearest[p] !== k) changed = true;
             nearest[p] = k;
@@ -225,8 +238,9 @@ function enforceConnectivity(segments: Int32Array, width: number, height: number
     while (visited < size && size < maxSize) {
       const p = queue[visited]!;
       const x = p % width;
-      const neighbours = [x + 1 < width ? p + 1 : -1, x > 0 ? p - 1 : -1, p + width < n ? p + width : -1, p - width >= 0 ? p - width : -1];
-      for (const q of neighbours) {
+      for (let dir = 0; dir < 4; dir++) {
+        // skimage's neighbour order: x+1, x-1, y+1, y-1
+        const q = dir === 0 ? (x + 1 < width ? p + 1 : -1) : dir === 1 ? (x > 0 ? p - 1 : -1) : dir === 2 ? (p + width < n ? p + width : -1) : p - width;
         if (q < 0) continue;
         if (segments[q] === label && final[q] === 0) {
           final[q] = currentLabel;
