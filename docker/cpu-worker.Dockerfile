@@ -34,9 +34,10 @@ FROM ${NODE_BUILD_IMAGE} AS deps
 ARG TF_VERSION=2.21.0
 ARG TF_WHEEL_SHA256=2b847d217b02ee7731ed91431daf3250daa0196c3c94614d23be27232e6e5b6c
 
-# The full node image already has python3, g++ and make for node-gyp; pip fetches the wheel.
+# pip fetches the wheel; python3, g++ and make are node-gyp's (the full node image usually has the
+# compilers already, listing them keeps the build independent of that).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3-pip \
+ && apt-get install -y --no-install-recommends python3 python3-pip g++ make \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
