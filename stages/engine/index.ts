@@ -26,3 +26,8 @@ export {
 } from './checkpoint.js';
 export { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors.js';
 export { exportStateDict, type ExportOptions } from './export.js';
+export { importStateDict, type TorchTensor } from './export.js';
+export { FeaturePyramid, type FpnConfig } from './fpn.js';
+export { sincosPositionEmbedding2d, VisionTransformer, VIT_PRESETS, type VitConfig, type VitOutput, type VitPreset } from './vit.js';
+export { roiAlign, roiAlignPlan, type RoiAlignOptions, type RoiBox } from './ops/roi_align.js';
+export { gridSampleBilinear } from './ops/grid_sample.js';

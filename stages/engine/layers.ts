@@ -71,7 +71,8 @@ export class Conv2d {
     const p = this.padding;
     const k = this.weight.shape[0]!;
     let y: tf.Tensor4D;
-    if (p === 0) y = tf.conv2d(x, this.weight as tf.Tensor4D, this.stride, 'valid');
+    if (k === 1 && p === 0) y = pointwiseConv(x, this.weight as tf.Tensor4D, this.stride);
+    else if (p === 0) y = tf.conv2d(x, this.weight as tf.Tensor4D, this.stride, 'valid');
     // Stride 1, odd kernel, p = k//2: TF's 'same' pads (k-1)/2 per side, i.e. exactly PyTorch's.
     else if (this.stride === 1 && k % 2 === 1 && p === (k - 1) / 2) y = tf.conv2d(x, this.weight as tf.Tensor4D, 1, 'same');
     else {
@@ -82,6 +83,32 @@ export class Conv2d {
     }
     return this.bias ? tf.add(y, this.bias) : y;
   }
+}
+
+/**
+ * A 1x1 convolution as subsampling + matMul. Besides being the cheapest form, it avoids the
+ * native Conv2DBackpropFilter kernel for 1x1/stride-2 convolutions, which corrupts the heap
+ * (malloc "unaligned tcache chunk" / "invalid next size") for inputs of 64 px and more with
+ * libtensorflow 2.21 + tfjs-node 4.22 (docs/ENGINE.md, "Known native-backend issue").
+ */
+export function pointwiseConv(x: tf.Tensor4D, kernel: tf.Tensor4D, stride: number): tf.Tensor4D {
+  let input = x;
+  if (stride > 1) {
+    // Pad to a multiple of the stride (the padding rows are never picked: only index 0 of each
+    // stride group is kept), then pick every stride-th row/column with reshape + slice.
+    const [b, h, w, c] = x.shape;
+    const ph = (stride - (h % stride)) % stride;
+    const pw = (stride - (w % stride)) % stride;
+    const padded = ph || pw ? tf.pad(x, [[0, 0], [0, ph], [0, pw], [0, 0]]) : x;
+    const oh = (h + ph) / stride;
+    const ow = (w + pw) / stride;
+    const grouped = tf.reshape(padded, [b, oh, stride, ow, stride, c]);
+    input = tf.reshape(tf.slice(grouped, [0, 0, 0, 0, 0, 0], [b, oh, 1, ow, 1, c]), [b, oh, ow, c]);
+  }
+  const [b, h, w, c] = input.shape;
+  const out = kernel.shape[3];
+  const y = tf.matMul(tf.reshape(input, [b * h * w, c]), tf.reshape(kernel, [c, out]));
+  return tf.reshape(y, [b, h, w, out]);
 }
 
 /**

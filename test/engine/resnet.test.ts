@@ -105,3 +105,31 @@ describe('ResNet', () => {
     net.dispose();
   });
 });
+
+describe('pointwiseConv (1x1 conv as subsample + matMul)', () => {
+  it('equals tf.conv2d for stride 1 and 2 on even and odd sizes', async () => {
+    const { pointwiseConv } = await import('../../stages/engine/layers.js');
+    for (const [size, stride] of [[8, 1], [8, 2], [7, 2], [9, 3]] as const) {
+      const diff = tf.tidy(() => {
+        const x = tf.randomNormal([2, size, size, 5], 0, 1, 'float32', size) as tf.Tensor4D;
+        const k = tf.randomNormal([1, 1, 5, 4], 0, 1, 'float32', 2) as tf.Tensor4D;
+        const ref = tf.conv2d(x, k, stride, 'valid');
+        const ours = pointwiseConv(x, k, stride);
+        expect(ours.shape).toEqual(ref.shape);
+        return tf.max(tf.abs(tf.sub(ours, ref))).dataSync()[0]!;
+      });
+      expect(diff).toBeLessThan(1e-5);
+    }
+  });
+
+  it('a 64 px training step through the stride-2 downsample path runs (native 1x1/2 filter-gradient crash)', () => {
+    const net = ResNet.preset('resnet-tiny');
+    const x = tf.randomNormal([4, 64, 64, 3], 0, 1, 'float32', 5) as tf.Tensor4D;
+    const { loss, grads } = namedGradients(() => tf.mean(tf.square(net.apply(x, { training: true }).pooled)) as tf.Scalar, net.params.vars);
+    expect(grads.get('layer2.0.downsample.0.weight')!.shape).toEqual([1, 1, 8, 16]);
+    expect(Number.isFinite(loss.dataSync()[0]!)).toBe(true);
+    disposeGradients(grads);
+    tf.dispose([loss, x]);
+    net.dispose();
+  });
+});
