@@ -50,8 +50,9 @@ export interface DecodedSample {
   annotation: SampleAnnotation;
 }
 
+/** An annotation object with its mask stored as COCO RLE (used by code that builds samples by hand). */
 export function objectWithMask(label: number, mask: Uint8Array, width: number, height: number, bbox: [number, number, number, number], area: number, extra: Partial<SampleObject> = {}): SampleObject {
-  return { label, bbox, area, mask: encodeRle(mask, height, width) as CocoRle & { size: [number, number] }, ...extra };
+  return { label, bbox, area, mask: encodeRle(mask, height, width) as { size: [number, number]; counts: string }, ...extra };
 }
 
 export function parseAnnotation(bytes: Uint8Array, where: string): SampleAnnotation {

@@ -20,8 +20,8 @@ import { mapOrdered, prepareSample, TAR_END_BYTES, tarBytesOf } from './prepare.
 import { openSource, sourceFingerprint } from './sources/index.js';
 import type { SourceItem } from './sources/types.js';
 
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
-export type ShardInputs = {};
+/** The shard stage has no upstream stage: everything it reads is named in its config. */
+export type ShardInputs = Record<string, never>;
 
 export interface ShardResult {
   /** Store key of the dataset manifest (densepipe.dataset/v1: shards, sha256s, statistics). */
