@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError } from '../core/errors.js';
+import { splitMetrics } from '../core/metrics.js';
 import { loadRunConfig, parseOverrides } from '../core/config.js';
 import { BACKEND_CHOICES, type BackendChoice } from '../core/tf.js';
 import { applyLocalS3Defaults, projectRoot, readServices, temporalUiLink } from './env.js';
@@ -43,7 +44,13 @@ function describeStatus(s: RunStatus, uiUrl: string, namespace: string): string 
     lines.push(`  report: ${s.result.reportUrl}`);
     const local = localPathOf(s.result.reportUrl);
     if (local) lines.push(`  report (local file): ${local}`);
-    for (const [k, v] of Object.entries(s.result.metrics)) lines.push(`  ${k.padEnd(18)} ${v.toFixed(4)}  (random init ${s.result.baselineMetrics[k]?.toFixed(4) ?? '–'})`);
+    const { quality } = splitMetrics({ ...s.result.baselineMetrics, ...s.result.metrics });
+    if (quality.length) lines.push(`  ${'metric'.padEnd(22)} ${'pretrained'.padStart(10)} ${'random init'.padStart(12)}`);
+    for (const k of quality) {
+      const v = s.result.metrics[k];
+      const b = s.result.baselineMetrics[k];
+      lines.push(`  ${k.padEnd(22)} ${(v === undefined ? '–' : v.toFixed(4)).padStart(10)} ${(b === undefined ? '–' : b.toFixed(4)).padStart(12)}`);
+    }
   }
   return lines.join('\n');
 }

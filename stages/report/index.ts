@@ -5,6 +5,7 @@ import type { RunConfig } from '../../core/config.js';
 import type { StageRef } from '../../core/stage.js';
 import type { StageProgress } from '../../workflows/types.js';
 import { escapeHtml as esc, linePlot } from './svg.js';
+import { splitMetrics } from '../../core/metrics.js';
 
 export interface ReportRequest {
   run: {
@@ -71,7 +72,7 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
   const { config } = req.run;
   const metrics = req.refs.evaluation.result.metrics ?? {};
   const baseline = req.refs.baseline.result.metrics ?? {};
-  const metricNames = [...new Set([...Object.keys(metrics), ...Object.keys(baseline)])].sort();
+  const { quality: metricNames, diagnostic: diagnosticNames } = splitMetrics({ ...baseline, ...metrics });
   const curve = await readLossCurve(store, req.refs.pretrain.result.lossCurveKey);
   const totalCompute = req.stages.reduce((a, s) => a + s.computeSeconds, 0);
   const title = `densepipe report: ${config.name} (${config.pretrain.method})`;
@@ -94,6 +95,7 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
     (s) => `| ${s.step} | ${s.status} | ${s.partsDone}/${s.parts} | ${s.cachedParts} | ${s.computeSeconds.toFixed(2)} |`,
   );
   const metricRows = metricNames.map((m) => `| ${m} | ${fmt(metrics[m])} | ${fmt(baseline[m])} | ${fmt((metrics[m] ?? NaN) - (baseline[m] ?? NaN))} |`);
+  const diagnosticRows = diagnosticNames.map((m) => `| ${m} | ${fmt(metrics[m])} | ${fmt(baseline[m])} |`);
   const markdown = [
     `# ${title}`,
     '',
@@ -106,6 +108,12 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
     `| metric | ${config.pretrain.method} | random init | Δ |`,
     '|---|---|---|---|',
     ...metricRows,
+    '',
+    '### Throughput and bookkeeping',
+    '',
+    `| metric | ${config.pretrain.method} | random init |`,
+    '|---|---|---|',
+    ...diagnosticRows,
     '',
     '## Stages',
     '',
@@ -137,6 +145,10 @@ pre{background:#f7f7f7;padding:12px;overflow:auto}code{background:#f3f3f3;paddin
 <table id="metrics"><thead><tr><th>metric</th><th>${esc(config.pretrain.method)}</th><th>random init</th><th>Δ</th></tr></thead><tbody>
 ${metricNames.map((m) => `<tr><td>${esc(m)}</td><td>${fmt(metrics[m])}</td><td>${fmt(baseline[m])}</td><td>${fmt((metrics[m] ?? NaN) - (baseline[m] ?? NaN))}</td></tr>`).join('\n')}
 </tbody></table>
+<details><summary>Throughput and bookkeeping</summary>
+<table id="diagnostics"><thead><tr><th>metric</th><th>${esc(config.pretrain.method)}</th><th>random init</th></tr></thead><tbody>
+${diagnosticNames.map((m) => `<tr><td>${esc(m)}</td><td>${fmt(metrics[m])}</td><td>${fmt(baseline[m])}</td></tr>`).join('\n')}
+</tbody></table></details>
 <h2>Pretraining</h2>
 <p>${req.refs.pretrain.result.steps ?? '?'} steps, final loss ${fmt(req.refs.pretrain.result.finalLoss)}, ${fmt(req.refs.pretrain.result.imagesPerSecond)} images/s${req.refs.pretrain.result.resumedFromStep ? `, resumed from step ${req.refs.pretrain.result.resumedFromStep}` : ''}.</p>
 ${linePlot([{ label: `${config.pretrain.method} loss`, points: curve.map((p) => [p.step, p.loss]) }], { title: 'Pretraining loss', xLabel: 'step', yLabel: 'loss' })}
