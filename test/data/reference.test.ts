@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { decodeRle, encodeRle, maskArea, maskBox, polygonsToMask } from '../../stages/data/masks.js';
 import { resampleRegion, type Interpolation } from '../../stages/data/resample.js';
+import { adjustBrightness, adjustContrast, adjustHue, adjustSaturation, gaussianBlurInPlace, grayscaleInPlace, solarizeInPlace } from '../../stages/data/augment.js';
+import type { RgbF32 } from '../../stages/data/image.js';
 
 // Numbers produced by pycocotools and Pillow: see test/fixtures/data/make_fixtures.py.
 const ref = JSON.parse(readFileSync(new URL('../fixtures/data/reference.json', import.meta.url), 'utf8')) as {
@@ -46,6 +48,35 @@ describe('resampling matches Pillow resize(size, resample, box)', () => {
       out.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v * 255 - c.output[i]!))));
       // Pillow rounds its 8-bit fixed-point weights and the intermediate row; we stay in float.
       expect(worst).toBeLessThanOrEqual(1.5);
+    });
+  }
+});
+
+// torchvision.transforms.functional on tensors: see test/fixtures/data/make_torchvision_fixtures.py.
+const tv = JSON.parse(readFileSync(new URL('../fixtures/data/torchvision.json', import.meta.url), 'utf8')) as {
+  width: number;
+  height: number;
+  input: number[];
+  cases: { op: string; arg: number; output: number[] }[];
+};
+
+describe('colour operations and blur match torchvision', () => {
+  const ops: Record<string, (img: RgbF32, arg: number) => void> = {
+    brightness: adjustBrightness,
+    contrast: adjustContrast,
+    saturation: adjustSaturation,
+    hue: adjustHue,
+    grayscale: (img) => grayscaleInPlace(img),
+    solarize: (img, t) => solarizeInPlace(img, t),
+    blur: gaussianBlurInPlace,
+  };
+  for (const c of tv.cases) {
+    it(`${c.op}(${c.arg})`, () => {
+      const img: RgbF32 = { width: tv.width, height: tv.height, data: Float32Array.from(tv.input) };
+      ops[c.op]!(img, c.arg);
+      let worst = 0;
+      img.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - c.output[i]!))));
+      expect(worst).toBeLessThan(1e-5);
     });
   }
 });
