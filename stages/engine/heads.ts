@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { BatchNorm, Conv2d, Linear, type ForwardOptions } from './layers.js';
+import { relu } from './native.js';
 import { Initializer, ParamStore } from './params.js';
 
 /**
@@ -48,7 +49,7 @@ export class MlpHead {
     for (const step of this.steps) {
       if (step.kind === 'linear') h = step.layer.apply(h);
       else if (step.kind === 'bn') h = step.layer.apply(h, opts);
-      else h = tf.relu(h);
+      else h = relu(h);
     }
     return h as tf.Tensor2D;
   }
@@ -83,6 +84,6 @@ export class DenseProjectionHead {
   }
 
   apply(map: tf.Tensor4D): tf.Tensor4D {
-    return this.conv2.apply(tf.relu(this.conv1.apply(map)));
+    return this.conv2.apply(relu(this.conv1.apply(map)));
   }
 }

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { BatchNorm, Conv2d, Linear, maxPool2d, type ForwardOptions } from './layers.js';
+import { relu } from './native.js';
 import { Initializer, ParamStore, type ParamScope } from './params.js';
 
 /**
@@ -79,10 +80,10 @@ class BasicBlock implements Block {
     this.downsample = stride !== 1 || inC !== planes ? new Downsample(scope.child('downsample'), init, inC, planes, stride) : null;
   }
   apply(x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor4D {
-    let out = tf.relu(this.bn1.apply(this.conv1.apply(x), opts));
+    let out = relu(this.bn1.apply(this.conv1.apply(x), opts));
     out = this.bn2.apply(this.conv2.apply(out), opts);
     const identity = this.downsample ? this.downsample.apply(x, opts) : x;
-    return tf.relu(tf.add(out, identity)) as tf.Tensor4D;
+    return relu(tf.add(out, identity)) as tf.Tensor4D;
   }
 }
 
@@ -107,11 +108,11 @@ class Bottleneck implements Block {
     this.downsample = stride !== 1 || inC !== out ? new Downsample(scope.child('downsample'), init, inC, out, stride) : null;
   }
   apply(x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor4D {
-    let out = tf.relu(this.bn1.apply(this.conv1.apply(x), opts));
-    out = tf.relu(this.bn2.apply(this.conv2.apply(out), opts));
+    let out = relu(this.bn1.apply(this.conv1.apply(x), opts));
+    out = relu(this.bn2.apply(this.conv2.apply(out), opts));
     out = this.bn3.apply(this.conv3.apply(out), opts);
     const identity = this.downsample ? this.downsample.apply(x, opts) : x;
-    return tf.relu(tf.add(out, identity)) as tf.Tensor4D;
+    return relu(tf.add(out, identity)) as tf.Tensor4D;
   }
 }
 
@@ -174,7 +175,7 @@ export class ResNet {
   /** Forward on NHWC float input. Call inside tf.tidy / tf.variableGrads. */
   apply(x: tf.Tensor4D, opts: ForwardOptions): ResNetOutput {
     if (x.rank !== 4 || x.shape[3] !== 3) throw new Error(`ResNet expects [B, H, W, 3] NHWC input, got [${x.shape.join(', ')}]`);
-    let h = tf.relu(this.bn1.apply(this.conv1.apply(x), opts));
+    let h = relu(this.bn1.apply(this.conv1.apply(x), opts));
     if (this.config.stem === 'imagenet') h = maxPool2d(h, 3, 2, 1);
     const stageOutputs: tf.Tensor4D[] = [];
     for (const blocks of this.stages) {

@@ -106,6 +106,43 @@ describe('ResNet', () => {
   });
 });
 
+describe('BatchNorm', () => {
+  it('bnGroups=2 (op path) normalises each half exactly as a separate batch (fused native path) would', async () => {
+    const { BatchNorm } = await import('../../stages/engine/layers.js');
+    const { ParamStore } = await import('../../stages/engine/params.js');
+    const store = new ParamStore();
+    const grouped = new BatchNorm(store.scope('g'), 6);
+    const single = new BatchNorm(store.scope('s'), 6);
+    const x = tf.randomNormal([4, 5, 5, 6], 2, 3, 'float32', 9) as tf.Tensor4D;
+    const diff = tf.tidy(() => {
+      const both = grouped.apply(x, { training: true, bnGroups: 2 });
+      const firstHalf = single.apply(tf.slice(x, [0, 0, 0, 0], [2, 5, 5, 6]), { training: true });
+      return tf.max(tf.abs(tf.sub(tf.slice(both, [0, 0, 0, 0], [2, 5, 5, 6]), firstHalf))).dataSync()[0]!;
+    });
+    expect(diff).toBeLessThan(1e-4);
+    expect(() => tf.tidy(() => grouped.apply(x, { training: true, bnGroups: 3 }))).toThrow(/bnGroups=3 must divide the batch size 4/);
+    x.dispose();
+    store.dispose();
+  });
+
+  it('[N, C] input (MLP heads) trains with batch statistics and eval uses running statistics', async () => {
+    const { BatchNorm } = await import('../../stages/engine/layers.js');
+    const { ParamStore } = await import('../../stages/engine/params.js');
+    const store = new ParamStore();
+    const bn = new BatchNorm(store.scope('bn'), 3);
+    const x = tf.tensor2d([[1, 2, 3], [3, 6, 9]]);
+    const y = tf.tidy(() => bn.apply(x, { training: true }).arraySync() as number[][]);
+    y[0]!.forEach((v) => expect(v).toBeCloseTo(-1, 3)); // (1-2)/sqrt(1+1e-5)
+    // running_var: 0.9 * 1 + 0.1 * unbiased var; column 0: values 1, 3 -> unbiased var 2.
+    expect(bn.runningVar.dataSync()[0]).toBeCloseTo(0.9 + 0.2, 5);
+    expect(bn.runningMean.dataSync()[2]).toBeCloseTo(0.6, 5);
+    const e = tf.tidy(() => bn.apply(x, { training: false }).dataSync()[0]!);
+    expect(e).toBeCloseTo((1 - 0.2) / Math.sqrt(1.1 + 1e-5), 4);
+    x.dispose();
+    store.dispose();
+  });
+});
+
 describe('pointwiseConv (1x1 conv as subsample + matMul)', () => {
   it('equals tf.conv2d for stride 1 and 2 on even and odd sizes', async () => {
     const { pointwiseConv } = await import('../../stages/engine/layers.js');
