@@ -3,6 +3,12 @@
  * UP-DETR random boxes, the presets of DETReg / CCOP / SoCo / R2O, and the per-shard stage.
  * Box convention everywhere: [x1, y1, x2, y2) with exclusive right/bottom edges (boxes.ts).
  */
+import { resizeImage } from './image-io.js';
+import type { PresetName, ProposalRecipe } from './presets.js';
+import { presets } from './presets.js';
+import { proposeOnPrepared, sampleRng, type ImageProposals } from './propose.js';
+import type { RgbImage } from './raster.js';
+
 export { proposalStage, type ProposalInputs, type ProposalResult, type ProposalsFile, type SampleProposals } from './stage.js';
 export { proposalConfigSchema, resolveRecipe, type ProposalConfig } from './config.js';
 export { presets, PRESET_NAMES, type PresetName, type ProposalRecipe, type ProposalMethod } from './presets.js';
@@ -17,12 +23,6 @@ export { drawProposals, drawSegmentBoundaries } from './draw.js';
 export { decodeImage, resizeImage, encodePng, encodeLabelPng, decodeLabelPng } from './image-io.js';
 export { imageFrom, type RgbImage } from './raster.js';
 export { inlineRunner, workerPoolRunner, type ProposalRunner, type ProposalJob } from './worker-pool.js';
-
-import type { PresetName, ProposalRecipe } from './presets.js';
-import { presets } from './presets.js';
-import { proposeOnPrepared, sampleRng, type ImageProposals } from './propose.js';
-import { resizeImage } from './image-io.js';
-import type { RgbImage } from './raster.js';
 
 /** One image, one preset (or recipe), on the calling thread: resize, propose, map boxes back. */
 export async function propose(image: RgbImage, recipe: PresetName | ProposalRecipe, options: { seed?: number; key?: string } = {}): Promise<ImageProposals> {

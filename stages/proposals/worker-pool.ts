@@ -105,6 +105,7 @@ export async function workerPoolRunner(threads = 0): Promise<ProposalRunner> {
   const pending = new Map<number, { resolve: (r: ImageProposals) => void; reject: (e: Error) => void; worker: Worker }>();
   let nextId = 0;
   let closed = false;
+  let failure: Error | null = null;
 
   const release = (worker: Worker) => {
     idle.push(worker);
@@ -121,13 +122,19 @@ export async function workerPoolRunner(threads = 0): Promise<ProposalRunner> {
       if (reply.segments) out.segments = { ...reply.segments, labels: new Int32Array(reply.segments.labels) };
       job.resolve(out);
     });
-    worker.on('error', (err) => {
+    // A worker that dies (out of memory, a crash in native code) takes the pool down: fail the
+    // jobs in flight and every later one instead of waiting forever for a free worker.
+    const fail = (err: Error) => {
+      failure ??= err;
       for (const [id, job] of pending) {
-        if (job.worker === worker) {
-          pending.delete(id);
-          job.reject(err);
-        }
+        pending.delete(id);
+        job.reject(failure);
       }
+      while (waiting.length > 0) waiting.shift()!();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => {
+      if (!closed) fail(new Error(`proposal worker thread exited unexpectedly (code ${code})`));
     });
   }
 
@@ -135,7 +142,8 @@ export async function workerPoolRunner(threads = 0): Promise<ProposalRunner> {
     threads: count,
     async run(job) {
       if (closed) throw new Error('proposal worker pool is closed');
-      while (idle.length === 0) await new Promise<void>((resolve) => waiting.push(resolve));
+      while (idle.length === 0 && !failure) await new Promise<void>((resolve) => waiting.push(resolve));
+      if (failure) throw failure;
       const worker = idle.pop()!;
       const id = nextId++;
       const { image } = job;

@@ -100,3 +100,19 @@ describe('proposal stage', () => {
     await expect(runStage(proposalStage, localContext(store), { dataset, shardKey: SHARD }, ok)).rejects.toThrow(/noimage: sample has no image member/);
   });
 });
+
+describe('worker pool', () => {
+  it('turns a worker-side error into a rejected job and keeps serving', async () => {
+    const { workerPoolRunner, presets } = await import('../../stages/proposals/index.js');
+    const runner = await workerPoolRunner(1);
+    try {
+      const image = scene(40, 30, 2);
+      const bad = { key: 'x', seed: 0, recipe: { ...presets.felzenszwalb, felzenszwalb: { minSize: -3 } }, image: { ...image, data: image.data.slice() }, originalWidth: 40, originalHeight: 30 };
+      await expect(runner.run(bad)).rejects.toThrow(/felzenszwalb\.minSize/);
+      const good = await runner.run({ ...bad, recipe: presets.felzenszwalb, image: { ...image, data: image.data.slice() } });
+      expect(good.segments!.count).toBeGreaterThan(0);
+    } finally {
+      await runner.close();
+    }
+  });
+});
