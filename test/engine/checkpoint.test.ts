@@ -34,7 +34,7 @@ function makeRun(seed: number, width = 8) {
   const ema = ResNet.preset('resnet-tiny', { baseWidth: width }, seed + 1000);
   const emaHead = mocoV2Head(ema.params, 'fc', ema.outChannels, 16, seed + 1000);
   copyWeights(ema.params.vars, online.params.vars);
-  const queue = new MemoryQueue(12, 16, seed);
+  const queue = new MemoryQueue(10, 16, seed); // 10 is not a multiple of the batch (4): pointer wraps
   const opt = new SGD(online.params.vars, { momentum: 0.9, weightDecay: 1e-4 }, online.params.info);
   const rng = Rng.fromSeed('augment', seed);
   const spec: TrainingStateSpec = {
@@ -98,7 +98,7 @@ describe('training state checkpoints', () => {
     expect(values.step).toBe(3);
     expect(values.extra).toEqual({ epoch: 0 });
     resumed.rng.state = values.rng.augment!;
-    expect(resumed.queue.pointer).toBe(reference.queue.pointer === 0 ? 0 : (3 * 4) % 12);
+    expect(resumed.queue.pointer).toBe((3 * 4) % 10); // a fresh queue would be at 0
     expect(resumed.opt.stepCount).toBe(3);
     const resumedLosses = [3, 4, 5].map((i) => resumed.step(xs[i]!));
     resumedLosses.forEach((l, i) => expect(l).toBeCloseTo(refLosses[3 + i]!, 5));
