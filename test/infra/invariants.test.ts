@@ -109,6 +109,19 @@ describe('worker Dockerfiles', () => {
     expect(read(path)).not.toMatch(/AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|ROOT_SECRET|PASSWORD/);
   });
 
+  it('.dockerignore keeps host builds, local state and secrets out of the build context', () => {
+    const ignored = read('.dockerignore')
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith('#'));
+    // A host node_modules holds a tfjs-node binding linked against a host-only libtensorflow path.
+    for (const entry of ['node_modules', 'dist', '.densepipe', '.tools', '.git', '.env', '.env.*']) expect(ignored, entry).toContain(entry);
+    // ...while everything the Dockerfiles COPY from the context stays in it.
+    for (const needed of ['docker/stage-libtensorflow.py', 'docker/healthcheck.mjs', 'package.json', 'package-lock.json']) {
+      expect(ignored, needed).not.toContain(needed);
+    }
+  });
+
   it('runs the Node major that package.json engines accept', () => {
     const engines = JSON.parse(read('package.json')).engines.node as string;
     const minimum = /^>=(\d+)\.(\d+)/.exec(engines);

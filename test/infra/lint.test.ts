@@ -52,11 +52,15 @@ function run(command: string, args: string[], timeout = 120_000): Promise<Result
   });
 }
 
-const scratch = mkdtempSync(join(tmpdir(), 'densepipe-infra-lint-'));
-afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+// Created on first use, so a skipped run leaves nothing behind.
+let scratchDir: string | undefined;
+const scratch = () => (scratchDir ??= mkdtempSync(join(tmpdir(), 'densepipe-infra-lint-')));
+afterAll(() => {
+  if (scratchDir) rmSync(scratchDir, { recursive: true, force: true });
+});
 
 function scratchFile(name: string, text: string): string {
-  const path = join(scratch, name);
+  const path = join(scratch(), name);
   writeFileSync(path, text);
   return path;
 }
