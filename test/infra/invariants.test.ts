@@ -116,10 +116,19 @@ describe('worker Dockerfiles', () => {
       .filter((line) => line && !line.startsWith('#'));
     // A host node_modules holds a tfjs-node binding linked against a host-only libtensorflow path.
     for (const entry of ['node_modules', 'dist', '.densepipe', '.tools', '.git', '.env', '.env.*']) expect(ignored, entry).toContain(entry);
-    // ...while everything the Dockerfiles COPY from the context stays in it.
-    for (const needed of ['docker/stage-libtensorflow.py', 'docker/healthcheck.mjs', 'package.json', 'package-lock.json']) {
-      expect(ignored, needed).not.toContain(needed);
+    // ...while everything the images need from the context stays in it. Docker's rules: `*` within a
+    // path segment, `**` across segments, and a pattern that names a directory covers its contents.
+    const toRegExp = (pattern: string) =>
+      new RegExp(`^${pattern.replace(/^\//, '').replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\0').replace(/\*/g, '[^/]*').replace(/\0/g, '.*')}(/.*)?$`);
+    const needed = ['docker/stage-libtensorflow.py', 'docker/healthcheck.mjs', 'package.json', 'package-lock.json', 'bin/densepipe.js', 'scripts/bundle-workflows.mjs', 'configs/demo.yaml', 'cli/main.ts', 'tsconfig.json'];
+    for (const path of needed) {
+      const excludedBy = ignored.filter((pattern) => !pattern.startsWith('!') && toRegExp(pattern).test(path));
+      expect(excludedBy, path).toEqual([]);
     }
+    // The matcher itself: the patterns do exclude what they are meant to.
+    expect(toRegExp('docker/*.Dockerfile').test('docker/cpu-worker.Dockerfile')).toBe(true);
+    expect(toRegExp('**/*.pem').test('a/b/key.pem')).toBe(true);
+    expect(toRegExp('test').test('test/infra/lint.test.ts')).toBe(true);
   });
 
   it('runs the Node major that package.json engines accept', () => {
