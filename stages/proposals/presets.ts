@@ -53,8 +53,9 @@ const NONE = { slic: {}, felzenszwalb: {}, random: {} };
  * - r2o: R2O: skimage SLIC, 100 segments, compactness 10, on a 224x224 bicubic squash of the
  *   ImageNet-normalised image, labels from 0; the label map is stored, boxes are per-segment.
  * - updetr-random: UP-DETR random patches (10 per image, min 8 px).
- * - felzenszwalb: skimage felzenszwalb with its defaults (scale 1 is too fine for proposals, so
- *   scale 100 as in skimage's own gallery); label map stored, boxes are per-segment.
+ * - felzenszwalb: skimage felzenszwalb with sigma 0.8 and min_size 20 (its defaults) but scale
+ *   100, because the default scale 1 gives segments of a few pixels; label map stored, boxes are
+ *   per-segment.
  */
 export const presets: Record<PresetName, ProposalRecipe> = {
   detreg: {
