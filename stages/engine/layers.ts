@@ -146,15 +146,21 @@ export class BatchNorm {
   readonly eps: number;
   readonly momentum: number;
 
+  /**
+   * Use TensorFlow's fused kernels when the native backend is active (default). Switching it off
+   * forces the op-by-op path that the cpu/wasm backends take; tests compare the two.
+   */
+  static useFusedKernels = true;
+
   apply<T extends tf.Tensor>(x: T, opts: ForwardOptions): T {
     if (!opts.training) {
       // One fused kernel (FusedBatchNorm on the native backend) instead of five elementwise passes.
       return tf.batchNorm(x as tf.Tensor, this.runningMean, this.runningVar, this.bias ?? undefined, this.weight ?? undefined, this.eps) as T;
     }
     const groups = opts.bnGroups ?? 1;
-    if (groups === 1 && (x.rank === 4 || x.rank === 2) && nativeKernelsAvailable()) return this.applyFused(x);
     const n = x.shape[0]!;
-    if (groups < 1 || n % groups !== 0) throw new Error(`bnGroups=${groups} must divide the batch size ${n}`);
+    if (!Number.isInteger(groups) || groups < 1 || n % groups !== 0) throw new Error(`bnGroups=${groups} must divide the batch size ${n}`);
+    if ((x.rank === 4 || x.rank === 2) && BatchNorm.useFusedKernels && nativeKernelsAvailable()) return this.applyFused(x, groups);
     const perGroup = n / groups;
     const grouped = tf.reshape(x, [groups, perGroup, ...x.shape.slice(1)]);
     const axes = Array.from({ length: grouped.rank - 2 }, (_, i) => i + 1); // all but group and channel
@@ -164,15 +170,26 @@ export class BatchNorm {
     return y;
   }
 
-  /** Same math through TensorFlow's fused kernels (see native.ts); [N, C] runs as [N, 1, 1, C]. */
-  private applyFused<T extends tf.Tensor>(x: T): T {
-    const x4 = (x.rank === 4 ? x : tf.reshape(x, [x.shape[0]!, 1, 1, this.channels])) as tf.Tensor4D;
-    const scale = (this.weight ?? tf.ones([this.channels])) as tf.Tensor1D;
-    const offset = (this.bias ?? tf.zeros([this.channels])) as tf.Tensor1D;
-    const { y, mean, unbiasedVariance } = fusedBatchNormTrain(x4, scale, offset, this.eps);
+  /**
+   * Same math through TensorFlow's fused kernels (see native.ts); [N, C] runs as [N, 1, 1, C].
+   * Groups become extra channels: [G*m, H, W, C] -> [m, H, W, G*C] with the affine parameters
+   * tiled G times, so one fused call normalises every group with its own statistics.
+   */
+  private applyFused<T extends tf.Tensor>(x: T, groups: number): T {
+    const c = this.channels;
+    const x4 = (x.rank === 4 ? x : tf.reshape(x, [x.shape[0]!, 1, 1, c])) as tf.Tensor4D;
+    const [n, h, w] = x4.shape;
+    const m = n / groups;
+    const packed = groups === 1 ? x4 : (tf.reshape(tf.transpose(tf.reshape(x4, [groups, m, h, w, c]), [1, 2, 3, 0, 4]), [m, h, w, groups * c]) as tf.Tensor4D);
+    const tileGroups = (v: tf.Tensor1D): tf.Tensor1D => (groups === 1 ? v : tf.tile(v, [groups]));
+    const scale = tileGroups((this.weight ?? tf.ones([c])) as tf.Tensor1D);
+    const offset = tileGroups((this.bias ?? tf.zeros([c])) as tf.Tensor1D);
+    const { y, mean, unbiasedVariance } = fusedBatchNormTrain(packed, scale, offset, this.eps);
+    // Per-group statistics [G*C] -> running stats take their mean over groups (as the op path does).
     this.updateRunningStats(mean, unbiasedVariance, 1);
     tf.dispose([mean, unbiasedVariance]);
-    return (x.rank === 4 ? y : tf.reshape(y, x.shape)) as T;
+    const unpacked = groups === 1 ? y : tf.reshape(tf.transpose(tf.reshape(y, [m, h, w, groups, c]), [3, 0, 1, 2, 4]), [n, h, w, c]);
+    return (x.rank === 4 ? unpacked : tf.reshape(unpacked, x.shape)) as T;
   }
 
   private normalize(x: tf.Tensor, mean: tf.Tensor, variance: tf.Tensor): tf.Tensor {

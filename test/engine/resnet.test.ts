@@ -125,6 +125,44 @@ describe('BatchNorm', () => {
     store.dispose();
   });
 
+  it('fused native path equals the op-by-op path: outputs, running stats and gradients, 1 and 2 groups, 4-D and 2-D', async () => {
+    const { BatchNorm } = await import('../../stages/engine/layers.js');
+    const { ParamStore } = await import('../../stages/engine/params.js');
+    const run = (fused: boolean, shape: number[], groups: number) => {
+      BatchNorm.useFusedKernels = fused;
+      try {
+        const store = new ParamStore();
+        const bn = new BatchNorm(store.scope('bn'), shape[shape.length - 1]!);
+        bn.weight!.assign(tf.tensor1d(Array.from({ length: bn.channels }, (_, i) => 1 + i / 10)));
+        const x = tf.randomNormal(shape, 1, 2, 'float32', 11);
+        const upstream = tf.randomNormal(shape, 0, 1, 'float32', 12);
+        const { value, grads } = tf.variableGrads(() => tf.sum(tf.mul(bn.apply(x, { training: true, bnGroups: groups }), upstream)) as tf.Scalar, [bn.weight!, bn.bias!]);
+        const dx = tf.grad((xi: tf.Tensor) => tf.sum(tf.mul(bn.apply(xi, { training: true, bnGroups: groups }), upstream)))(x);
+        const out = {
+          value: value.dataSync()[0]!,
+          dWeight: Array.from(grads[bn.weight!.name]!.dataSync()),
+          dBias: Array.from(grads[bn.bias!.name]!.dataSync()),
+          dx: Array.from(dx.dataSync()),
+          runningVar: Array.from(bn.runningVar.dataSync()),
+          runningMean: Array.from(bn.runningMean.dataSync()),
+        };
+        tf.dispose([x, upstream, value, dx, ...Object.values(grads)]);
+        store.dispose();
+        return out;
+      } finally {
+        BatchNorm.useFusedKernels = true;
+      }
+    };
+    for (const [shape, groups] of [[[4, 5, 5, 6], 1], [[4, 5, 5, 6], 2], [[6, 3], 1], [[6, 3], 3]] as Array<[number[], number]>) {
+      const a = run(true, shape, groups);
+      const b = run(false, shape, groups);
+      expect(a.value).toBeCloseTo(b.value, 3);
+      for (const key of ['dWeight', 'dBias', 'dx', 'runningVar', 'runningMean'] as const) {
+        a[key].forEach((v, i) => expect(v, `${key}[${i}] shape ${shape} groups ${groups}`).toBeCloseTo(b[key][i]!, 4));
+      }
+    }
+  });
+
   it('[N, C] input (MLP heads) trains with batch statistics and eval uses running statistics', async () => {
     const { BatchNorm } = await import('../../stages/engine/layers.js');
     const { ParamStore } = await import('../../stages/engine/params.js');
