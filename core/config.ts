@@ -73,8 +73,17 @@ function linkBackboneArch(raw: unknown): unknown {
   return { ...r, evaluation: { ...(r.evaluation ?? {}), backbone: { ...(r.evaluation?.backbone ?? {}), arch } } };
 }
 
+/** DENSEPIPE_STORE (as set in the worker images) is the store for configs that name none. */
+function defaultStoreFromEnv(raw: unknown): unknown {
+  const uri = process.env.DENSEPIPE_STORE;
+  if (!uri || !raw || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const r = raw as { store?: { uri?: unknown } };
+  if (r.store !== undefined && (typeof r.store !== 'object' || r.store === null || r.store.uri !== undefined)) return raw;
+  return { ...r, store: { ...(r.store ?? {}), uri } };
+}
+
 export function parseRunConfig(raw: unknown, source = 'config'): RunConfig {
-  const result = runConfigSchema.safeParse(linkBackboneArch(raw ?? {}));
+  const result = runConfigSchema.safeParse(defaultStoreFromEnv(linkBackboneArch(raw ?? {})));
   if (!result.success) throw new ConfigError(`invalid config\n${describeZodError(result.error, source)}`);
   return result.data;
 }

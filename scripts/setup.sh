@@ -7,7 +7,16 @@
 #   3. the @tensorflow/tfjs-node N-API binding, built from source against it
 #   4. the Temporal CLI dev server and the versitygw S3 server, built with `go install`, cached
 #   5. the TypeScript build (dist/) and the prebuilt Temporal workflow bundle
+#   6. with --test-tools (what `npm test` passes): the deployment linters of scripts/lint-infra.sh
 set -euo pipefail
+
+TEST_TOOLS=0
+for arg in "$@"; do
+  case "$arg" in
+    --test-tools) TEST_TOOLS=1 ;;
+    *) echo "setup: unknown option $arg (known: --test-tools)" >&2; exit 2 ;;
+  esac
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${DENSEPIPE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/densepipe}
@@ -113,4 +122,10 @@ go_install versitygw github.com/versity/versitygw/cmd/versitygw "$VERSITYGW_VERS
 say "compiling TypeScript"
 npx tsc -p tsconfig.json
 node scripts/bundle-workflows.mjs
+
+# --- 6. test-only tools -------------------------------------------------------------------------
+if [ "$TEST_TOOLS" = 1 ] && ! bash scripts/lint-infra.sh --installed >/dev/null 2>&1; then
+  say "installing the deployment linters (hadolint, shellcheck, kubeconform, kustomize; once)"
+  bash scripts/lint-infra.sh --install
+fi
 say "ready (tools in $BIN)"

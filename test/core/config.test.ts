@@ -46,6 +46,17 @@ describe('run config', () => {
     expect(parseRunConfig({ pretrain: { backbone: { arch: 'resnet-tiny' } }, evaluation: { backbone: { arch: 'resnet18' } } }).evaluation.backbone.arch).toBe('resnet18');
   });
 
+  it('takes the store from DENSEPIPE_STORE when the config names none', () => {
+    process.env.DENSEPIPE_STORE = 's3://team-bucket/densepipe';
+    try {
+      expect(parseRunConfig({}).store.uri).toBe('s3://team-bucket/densepipe');
+      expect(parseRunConfig({ store: { uri: 'file:///tmp/x' } }).store.uri).toBe('file:///tmp/x');
+    } finally {
+      delete process.env.DENSEPIPE_STORE;
+    }
+    expect(parseRunConfig({}).store.uri).toBe('s3://densepipe/artifacts');
+  });
+
   it('parses the shipped configs', async () => {
     for (const name of ['demo.yaml', 'mocov2-tiny.yaml']) await expect(loadRunConfig(join(projectRoot(), 'configs', name))).resolves.toBeDefined();
   });
