@@ -133,7 +133,7 @@ async function loadProgress(ctx: StageRunContext): Promise<Progress> {
 }
 
 async function runShardStage(ctx: StageRunContext, config: ShardConfig): Promise<ShardResult> {
-  const source = await openSource(config.source, config.skipBad);
+  const source = await openSource(config.source, config.skipBad, ctx.store);
   const classes = source.classes;
   const progress = await loadProgress(ctx);
   const total = Object.values(source.splits).reduce((n, items) => n + items.length, 0);

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tarStream from 'tar-stream';
 import { runStage, stageHash } from '../../core/stage.js';
@@ -96,7 +96,7 @@ describe('COCO reader', () => {
     await writeFile(truncated, bytes.subarray(0, bytes.length >> 1));
     const missing = join(paths.images, 'train', 'train_000007.png');
     await writeFile(missing + '.moved', await readFile(missing));
-    await (await import('node:fs/promises')).rm(missing);
+    await rm(missing);
 
     const strict = await shard({ source: { kind: 'coco', ...paths } }).catch((e: unknown) => e);
     expect(strict).toBeInstanceOf(BadInputError);
@@ -186,6 +186,39 @@ describe('ImageFolder reader', () => {
     const train = await allSamples(store, result, 'train');
     expect(train.map((s) => [s.key, s.imageLabel]).sort()).toEqual([['ants_x0', 0], ['ants_x1', 0], ['bees_x0', 1]]);
     expect((await allSamples(store, result, 'val'))[0]!.imageLabel).toBe(1);
+  });
+});
+
+describe('sources inside the ArtifactStore (store: paths)', () => {
+  it('read a COCO dataset uploaded to the store exactly as the local folder', async () => {
+    const root = await dir('coco-store');
+    const paths = await writeSyntheticCoco(root, 'tiny', 8, { limitPerSplit: 5 });
+    const store = new FileArtifactStore(await dir('store'));
+    for (const rel of await readdir(root, { recursive: true })) {
+      const full = join(root, rel);
+      if ((await stat(full)).isFile()) await store.putFile(`datasets/shapes/${rel.split('\\').join('/')}`, full);
+    }
+    const local = await shard({ source: { kind: 'coco', ...paths } });
+    const { ref } = await runStage(shardStage, quietContext(store), {}, {
+      source: { kind: 'coco', annotations: 'store:datasets/shapes/annotations', images: 'store:datasets/shapes/images' },
+      shardSamples: 8,
+    } as ShardConfig);
+    for (const split of ['train', 'val']) {
+      const a = await allSamples(local.store, local.result, split);
+      const b = await allSamples(store, ref.result, split);
+      expect(b.map((s) => s.key)).toEqual(a.map((s) => s.key));
+      b.forEach((s, i) => {
+        expect(Buffer.from(s.image.data).equals(Buffer.from(a[i]!.image.data))).toBe(true);
+        expect(Array.from(s.boxes)).toEqual(Array.from(a[i]!.boxes));
+      });
+      expect(b[0]!.annotation.source).toMatch(/^file:\/\/.*datasets\/shapes\/images\//);
+    }
+    await expect(
+      runStage(shardStage, quietContext(store), {}, { source: { kind: 'imagefolder', root: 'store:datasets/nothing-here' } } as ShardConfig),
+    ).rejects.toThrow(/source\.root: directory ".*datasets\/nothing-here" does not exist/);
+    await expect(
+      runStage(shardStage, quietContext(store), {}, { source: { kind: 'coco', annotations: 'store:datasets/shapes/annotations', images: paths.images } } as ShardConfig),
+    ).rejects.toThrow(/either every path of a source is a store: path or none is/);
   });
 });
 

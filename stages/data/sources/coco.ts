@@ -3,7 +3,7 @@ import { basename, join } from 'node:path';
 import { BadInputError } from '../../../core/errors.js';
 import { decodeRle, encodeRle, maskArea, polygonsToMask, type CocoRle } from '../masks.js';
 import type { SampleObject } from '../sample.js';
-import { readLocalFile } from './files.js';
+import type { SourceFs } from './fs.js';
 import { keyFromPath, type DatasetSource, type SourceItem } from './types.js';
 
 /** Boxes may poke this far (pixels) outside the image, as COCO's own float boxes do; beyond it is an error. */
@@ -18,6 +18,16 @@ export function splitFromAnnotationFile(file: string): string {
 }
 
 /** The annotation files a COCO source names: one file, or every instances_*.json in a folder. */
+export async function cocoAnnotationFilesIn(fs: SourceFs, annotations: string): Promise<string[]> {
+  const kind = await fs.kind(annotations);
+  if (kind === 'missing') throw new BadInputError('annotation file or folder not found', fs.label(annotations));
+  if (kind === 'file') return [annotations];
+  const files = (await fs.children(annotations)).filter((f) => /^instances_.+\.json$/.test(f));
+  if (files.length === 0) throw new BadInputError('folder holds no instances_*.json file', fs.label(annotations));
+  return files.map((f) => fs.join(annotations, f));
+}
+
+/** The same for a local path, synchronously (for the cache-key fingerprint). */
 export function cocoAnnotationFiles(annotations: string): string[] {
   let isDir = false;
   try {
@@ -49,16 +59,17 @@ export function checkBox(box: [number, number, number, number], width: number, h
  * names); boxes go from COCO's [x, y, w, h] to xyxy; polygons are rasterised to RLE so every
  * object in a shard has the same mask representation.
  */
-export async function cocoSource(annotations: string, imagesRoot: string, skipBad: boolean): Promise<DatasetSource> {
-  const files = cocoAnnotationFiles(annotations);
+export async function cocoSource(fs: SourceFs, annotations: string, imagesRoot: string, skipBad: boolean): Promise<DatasetSource> {
+  const files = await cocoAnnotationFilesIn(fs, annotations);
   const splits: Record<string, SourceItem[]> = {};
   const problems: Problem[] = [];
   let classes: string[] | null = null;
-  for (const file of files) {
-    const split = splitFromAnnotationFile(file);
+  for (const path of files) {
+    const file = fs.label(path);
+    const split = splitFromAnnotationFile(path);
     let doc: Record<string, unknown>;
     try {
-      doc = JSON.parse(Buffer.from(await readLocalFile(file, 'annotation file')).toString('utf8'));
+      doc = JSON.parse(Buffer.from(await fs.read(path, 'annotation file')).toString('utf8'));
     } catch (err) {
       if (err instanceof BadInputError) throw err;
       throw new BadInputError(`malformed JSON (${(err as Error).message})`, file);
@@ -72,7 +83,7 @@ export async function cocoSource(annotations: string, imagesRoot: string, skipBa
     });
     categories.sort((a, b) => a.id - b.id);
     const names = categories.map((c) => c.name);
-    if (classes && classes.join('\n') !== names.join('\n')) throw new BadInputError(`categories differ from ${files[0]}'s`, file);
+    if (classes && classes.join('\n') !== names.join('\n')) throw new BadInputError(`categories differ from ${fs.label(files[0]!)}'s`, file);
     classes = names;
     const labelOf = new Map(categories.map((c, i) => [c.id, i]));
 
@@ -106,19 +117,20 @@ export async function cocoSource(annotations: string, imagesRoot: string, skipBa
       seenKeys.set(key, fileName);
       const width = img.width, height = img.height;
       const anns = byImage.get(img.id) ?? [];
+      const imagePath = fs.join(imagesRoot, fileName);
       items.push({
         key,
-        origin: join(imagesRoot, fileName),
+        origin: fs.label(imagePath),
         async load() {
           const objects = anns.map((a) => cocoObject(a, labelOf, width, height, `${file}: annotations[${a.__index as number}]`));
-          const encoded = await readLocalFile(join(imagesRoot, fileName), 'image');
+          const encoded = await fs.read(imagePath, 'image');
           return { encoded, declaredSize: [width, height], objects };
         },
       });
     });
     splits[split] = items;
   }
-  return { description: `COCO ${files.join(', ')}`, classes: classes ?? [], splits, listingProblems: problems };
+  return { description: `COCO ${files.map((f) => fs.label(f)).join(', ')}`, classes: classes ?? [], splits, listingProblems: problems };
 }
 
 function cocoObject(a: Record<string, unknown>, labelOf: Map<number, number>, width: number, height: number, where: string): SampleObject {

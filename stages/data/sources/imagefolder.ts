@@ -1,41 +1,37 @@
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
-import { assertDirectory, readLocalFile } from './files.js';
+import { BadInputError } from '../../../core/errors.js';
+import type { SourceFs } from './fs.js';
 import { keyFromPath, type DatasetSource, type SourceItem } from './types.js';
 
 const IMAGE_EXT = /\.(png|jpe?g|webp)$/i;
 const KNOWN_SPLITS = new Set(['train', 'val', 'test']);
-
-const subdirs = (dir: string) => readdirSync(dir).filter((d) => statSync(join(dir, d)).isDirectory()).sort();
 
 /**
  * torchvision ImageFolder layout: <root>/<class>/<image>, or <root>/<split>/<class>/<image> when
  * the top-level folders are all train/val/test. Classes are the sorted folder names (as torchvision
  * does), so labels agree across splits; images get an image-level label and no objects.
  */
-export async function imageFolderSource(root: string): Promise<DatasetSource> {
-  assertDirectory(root, 'source.root');
-  const top = subdirs(root);
-  const splitDirs = top.length > 0 && top.every((d) => KNOWN_SPLITS.has(d)) ? top.map((s) => [s, join(root, s)] as const) : [['train', root] as const];
-  const classes = [...new Set(splitDirs.flatMap(([, dir]) => subdirs(dir)))].sort();
+export async function imageFolderSource(fs: SourceFs, root: string): Promise<DatasetSource> {
+  if ((await fs.kind(root)) !== 'dir') throw new BadInputError(`directory ${JSON.stringify(fs.label(root))} does not exist`, 'source.root');
+  const files = (await fs.listRecursive(root)).map((f) => f.split('/'));
+  const topDirs = [...new Set(files.filter((p) => p.length > 1).map((p) => p[0]!))];
+  const splitLayout = topDirs.length > 0 && topDirs.every((d) => KNOWN_SPLITS.has(d));
+  // (split, class, file name) for every image; files at other depths are not part of the layout.
+  const images = files
+    .filter((p) => p.length === (splitLayout ? 3 : 2) && IMAGE_EXT.test(p[p.length - 1]!))
+    .map((p) => (splitLayout ? { split: p[0]!, cls: p[1]!, name: p[2]! } : { split: 'train', cls: p[0]!, name: p[1]! }));
+  const classes = [...new Set(images.map((i) => i.cls))].sort();
   const labelOf = new Map(classes.map((c, i) => [c, i]));
   const splits: Record<string, SourceItem[]> = {};
-  for (const [split, dir] of splitDirs) {
-    const items: SourceItem[] = [];
-    for (const cls of subdirs(dir)) {
-      for (const f of readdirSync(join(dir, cls)).filter((f) => IMAGE_EXT.test(f)).sort()) {
-        const path = join(dir, cls, f);
-        items.push({
-          // The class folder is part of the key: the same file name may appear under two classes.
-          key: keyFromPath(`${cls}/${f}`),
-          origin: path,
-          async load() {
-            return { encoded: await readLocalFile(path, 'image'), objects: [], imageLabel: labelOf.get(cls)! };
-          },
-        });
-      }
-    }
-    splits[split] = items;
+  for (const { split, cls, name } of images) {
+    const path = splitLayout ? fs.join(root, split, cls, name) : fs.join(root, cls, name);
+    (splits[split] ??= []).push({
+      // The class folder is part of the key: the same file name may appear under two classes.
+      key: keyFromPath(`${cls}/${name}`),
+      origin: fs.label(path),
+      async load() {
+        return { encoded: await fs.read(path, 'image'), objects: [], imageLabel: labelOf.get(cls)! };
+      },
+    });
   }
-  return { description: `ImageFolder ${root}`, classes, splits, listingProblems: [] };
+  return { description: `ImageFolder ${fs.label(root)}`, classes, splits, listingProblems: [] };
 }

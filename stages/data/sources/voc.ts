@@ -1,10 +1,8 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { BadInputError } from '../../../core/errors.js';
 import type { SampleObject } from '../sample.js';
 import { checkBox } from './coco.js';
-import { assertDirectory, readLocalFile } from './files.js';
+import type { SourceFs } from './fs.js';
 import { keyFromPath, type DatasetSource, type SourceItem } from './types.js';
 
 interface VocObject {
@@ -60,27 +58,30 @@ export function parseVocXml(xml: string, file: string): VocAnnotation {
 }
 
 /** Splits from ImageSets/Main/{train,val,test}.txt when present; otherwise every annotation is 'train'. */
-function vocSplits(root: string, allIds: string[]): Record<string, string[]> {
-  const dir = join(root, 'ImageSets', 'Main');
-  const lists = existsSync(dir) ? readdirSync(dir).filter((f) => /^(train|val|test)\.txt$/.test(f)) : [];
+async function vocSplits(fs: SourceFs, root: string, allIds: string[]): Promise<Record<string, string[]>> {
+  const dir = fs.join(root, 'ImageSets', 'Main');
+  const lists = (await fs.kind(dir)) === 'dir' ? (await fs.children(dir)).filter((f) => /^(train|val|test)\.txt$/.test(f)) : [];
   if (lists.length === 0) return { train: allIds };
   const out: Record<string, string[]> = {};
-  for (const f of lists.sort()) {
-    out[f.replace(/\.txt$/, '')] = readFileSync(join(dir, f), 'utf8').split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+  for (const f of lists) {
+    const text = Buffer.from(await fs.read(fs.join(dir, f), 'split list')).toString('utf8');
+    out[f.replace(/\.txt$/, '')] = text.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
   }
   return out;
 }
 
 /** Pascal VOC layout: Annotations/*.xml, JPEGImages/<filename>, optional ImageSets/Main split lists. */
-export async function vocSource(root: string, skipBad: boolean): Promise<DatasetSource> {
-  assertDirectory(join(root, 'Annotations'), 'source.root (Annotations/)');
-  const xmlFiles = readdirSync(join(root, 'Annotations')).filter((f) => f.endsWith('.xml')).sort();
+export async function vocSource(fs: SourceFs, root: string, skipBad: boolean): Promise<DatasetSource> {
+  const annotationsDir = fs.join(root, 'Annotations');
+  if ((await fs.kind(annotationsDir)) !== 'dir') throw new BadInputError(`directory ${JSON.stringify(fs.label(annotationsDir))} does not exist`, 'source.root (Annotations/)');
+  const xmlFiles = (await fs.children(annotationsDir)).filter((f) => f.endsWith('.xml'));
   const problems: DatasetSource['listingProblems'] = [];
   const parsed = new Map<string, VocAnnotation>();
   for (const f of xmlFiles) {
-    const file = join(root, 'Annotations', f);
+    const path = fs.join(annotationsDir, f);
+    const file = fs.label(path);
     try {
-      parsed.set(f.replace(/\.xml$/, ''), parseVocXml(Buffer.from(await readLocalFile(file, 'annotation')).toString('utf8'), file));
+      parsed.set(f.replace(/\.xml$/, ''), parseVocXml(Buffer.from(await fs.read(path, 'annotation')).toString('utf8'), file));
     } catch (err) {
       if (!(err instanceof BadInputError) || !skipBad) throw err;
       problems.push({ split: '*', origin: file, reason: err.message });
@@ -89,27 +90,29 @@ export async function vocSource(root: string, skipBad: boolean): Promise<Dataset
   const classes = [...new Set([...parsed.values()].flatMap((a) => a.objects.map((o) => o.name)))].sort();
   const labelOf = new Map(classes.map((c, i) => [c, i]));
   const splits: Record<string, SourceItem[]> = {};
-  for (const [split, ids] of Object.entries(vocSplits(root, [...parsed.keys()]))) {
+  for (const [split, ids] of Object.entries(await vocSplits(fs, root, [...parsed.keys()]))) {
+    const listFile = fs.label(fs.join(root, 'ImageSets', 'Main', `${split}.txt`));
     const items: SourceItem[] = [];
     const seen = new Set<string>();
     for (const id of ids) {
       const ann = parsed.get(id);
       if (!ann) {
         const reason = `listed in ImageSets/Main/${split}.txt but Annotations/${id}.xml is missing or bad`;
-        if (!skipBad) throw new BadInputError(reason, join(root, 'ImageSets', 'Main', `${split}.txt`));
+        if (!skipBad) throw new BadInputError(reason, listFile);
         problems.push({ split, origin: id, reason });
         continue;
       }
       const key = keyFromPath(id);
       if (seen.has(key)) {
-        if (!skipBad) throw new BadInputError(`duplicate id ${id}`, join(root, 'ImageSets', 'Main', `${split}.txt`));
+        if (!skipBad) throw new BadInputError(`duplicate id ${id}`, listFile);
         problems.push({ split, origin: id, reason: `duplicate id ${id}` });
         continue;
       }
       seen.add(key);
+      const imagePath = fs.join(root, 'JPEGImages', ann.filename);
       items.push({
         key,
-        origin: join(root, 'JPEGImages', ann.filename),
+        origin: fs.label(imagePath),
         async load() {
           const objects: SampleObject[] = ann.objects.map((o) => ({
             label: labelOf.get(o.name)!,
@@ -117,11 +120,11 @@ export async function vocSource(root: string, skipBad: boolean): Promise<Dataset
             area: (o.bbox[2] - o.bbox[0]) * (o.bbox[3] - o.bbox[1]),
             ...(o.difficult ? { difficult: true } : {}),
           }));
-          return { encoded: await readLocalFile(join(root, 'JPEGImages', ann.filename), 'image'), declaredSize: [ann.width, ann.height], objects };
+          return { encoded: await fs.read(imagePath, 'image'), declaredSize: [ann.width, ann.height], objects };
         },
       });
     }
     splits[split] = items;
   }
-  return { description: `Pascal VOC ${root}`, classes, splits, listingProblems: problems };
+  return { description: `Pascal VOC ${fs.label(root)}`, classes, splits, listingProblems: problems };
 }
