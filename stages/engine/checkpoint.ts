@@ -174,7 +174,13 @@ export function restoreTrainingState(bytes: Uint8Array, spec: TrainingStateSpec,
 export function peekTrainingState(bytes: Uint8Array, source = 'checkpoint'): { step: number; signature: Record<string, unknown>; tensorCount: number } {
   const { tensors, metadata } = decodeSafetensors(bytes, source);
   if (metadata.format !== TRAINING_STATE_FORMAT) throw new IncompatibleArtifactError(`not a densepipe training state`, source);
-  return { step: Number(metadata.step), signature: JSON.parse(metadata.signature ?? '{}'), tensorCount: tensors.size };
+  let signature: Record<string, unknown>;
+  try {
+    signature = JSON.parse(metadata.signature ?? '');
+  } catch {
+    throw new IncompatibleArtifactError(`metadata field 'signature' is missing or not JSON`, source);
+  }
+  return { step: Number(metadata.step), signature, tensorCount: tensors.size };
 }
 
 function diffSignature(saved: Record<string, unknown>, current: Record<string, unknown>): string[] {
