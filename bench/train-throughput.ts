@@ -92,12 +92,12 @@ function referenceEnv(threads: number): { env: NodeJS.ProcessEnv; note: string |
   return { env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE' }, note: 'machine busy at start (load > cores): reference run with OMP_WAIT_POLICY=PASSIVE' };
 }
 
-function measureReference(python: string, method: string, size: number, threads: number, steps: number, env: NodeJS.ProcessEnv): { seconds: number[]; torch: string } | { error: string } {
+function measureReference(python: string, method: string, size: number, threads: number, steps: number, env: NodeJS.ProcessEnv): { seconds: number[]; torch: string; blasGflops: number } | { error: string } {
   const res = spawnSync(python, [REFERENCE_SCRIPT, method, String(size), String(BATCH), String(threads), String(steps), String(QUEUE)], { encoding: 'utf8', timeout: 30 * 60_000, env });
   if (res.status !== 0) return { error: `${python} exited ${res.status ?? res.signal}: ${(res.stderr || res.error?.message || '').trim().split('\n').slice(-2).join(' ')}` };
   const line = res.stdout.trim().split('\n').pop()!;
-  const out = JSON.parse(line) as { secondsPerStep: number[]; torch: string };
-  return { seconds: out.secondsPerStep, torch: out.torch };
+  const out = JSON.parse(line) as { secondsPerStep: number[]; torch: string; blasGflops: number };
+  return { seconds: out.secondsPerStep, torch: out.torch, blasGflops: out.blasGflops };
 }
 
 function parseArgs(args: string[]): { steps: number; sizes: number[]; python: string } {
@@ -130,7 +130,13 @@ export async function main(args: string[] = []): Promise<BenchResult> {
       const oursT = median(ours.seconds);
       const refT = 'seconds' in ref ? median(ref.seconds) : null;
       if ('error' in ref) notes.push(`reference ${method}@${size}: ${ref.error}`);
-      else torchVersion = ref.torch;
+      else {
+        torchVersion = ref.torch;
+        // A netlib (reference) BLAS runs a 512² matmul at ~2 GFLOP/s; OpenBLAS on one core is > 20.
+        if (ref.blasGflops < 10 && !notes.some((n) => n.startsWith('SLOW BLAS'))) {
+          notes.push(`SLOW BLAS: PyTorch's matmul ran at ${ref.blasGflops.toFixed(1)} GFLOP/s (reference BLAS?); install libopenblas0-pthread for a fair reference`);
+        }
+      }
       stepTime[`${method}@${size}`] = { ours: oursT, ref: refT };
       rows.push({
         case: `${method} resnet18 ${size}x${size} b${BATCH}`,
