@@ -11,6 +11,7 @@ import {
   encodeTrainingState,
   optimizerComponent,
   paramsComponent,
+  peekTrainingState,
   queuesComponent,
   restoreTrainingState,
   type TrainingStateSpec,
@@ -143,6 +144,7 @@ describe('training state checkpoints', () => {
   it('is a valid safetensors file and goes through ctx.checkpoints (save / latest / read)', async () => {
     const a = makeRun(1);
     const bytes = await encodeTrainingState(a.spec, { step: 7, rng: { augment: 42 }, extra: {} });
+    expect(peekTrainingState(bytes)).toEqual({ step: 7, signature: { method: 'moco-like', model: 'resnet-tiny', width: 8 }, tensorCount: decodeSafetensors(bytes).tensors.size });
     const decoded = decodeSafetensors(bytes);
     expect(decoded.metadata.format).toBe('densepipe.training-state/v1');
     expect(decoded.tensors.has('model/layer1.0.conv1.weight')).toBe(true);
