@@ -8,7 +8,8 @@
  * test/fixtures/proposals/README.md). Without it, only our timings are printed, on synthetic
  * images, and the bench says so.
  *
- * Run:  npx esbuild bench/proposals-speed.ts --bundle --platform=node --format=esm \
+ * Run:  npm run bench -- proposals-speed [repeats]      (the shared bench/_run.ts harness), or
+ *       npx esbuild bench/proposals-speed.ts --bundle --platform=node --format=esm \
  *         --packages=external --outfile=dist/bench/proposals-speed.mjs && node dist/bench/proposals-speed.mjs [repeats]
  * CPU time (process.cpuUsage / time.process_time) is reported instead of wall time so that other
  * work on a shared machine distorts the comparison less.
@@ -18,6 +19,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { BenchResult } from './_run.js';
 import { decodeImage, felzenszwalb, imageFrom, selectiveSearch, slic, type RgbImage } from '../stages/proposals/index.js';
 
 interface Timing {
@@ -71,29 +73,41 @@ function measureOurs(images: Map<string, RgbImage>, repeats: number): Timing[] {
   return out;
 }
 
-async function main(): Promise<void> {
-  const repeats = Number(process.argv[2] ?? 5);
+export async function main(args: string[] = []): Promise<BenchResult> {
+  const repeats = Number(args[0] ?? 5);
   const python = process.env.DENSEPIPE_REFERENCE_PYTHON ?? '/tmp/venv-proposals/bin/python';
-  const script = fileURLToPath(new URL('../../bench/proposals-reference.py', import.meta.url));
-  const scriptPath = existsSync(script) ? script : join(process.cwd(), 'bench/proposals-reference.py');
+  const beside = fileURLToPath(new URL('./proposals-reference.py', import.meta.url));
+  const script = existsSync(beside) ? beside : join(process.cwd(), 'bench/proposals-reference.py');
+  const notes = [`median CPU ms per image over ${repeats} repeats, one thread (process.cpuUsage / time.process_time)`];
   let reference: { versions: Record<string, string>; results: Timing[] } | null = null;
   let images: Map<string, RgbImage>;
   if (existsSync(python)) {
     const dir = mkdtempSync(join(tmpdir(), 'proposals-bench-'));
-    reference = JSON.parse(execFileSync(python, [scriptPath, dir, String(repeats)], { encoding: 'utf8', maxBuffer: 1 << 24 }));
+    reference = JSON.parse(execFileSync(python, [script, dir, String(repeats)], { encoding: 'utf8', maxBuffer: 1 << 24 }));
     images = new Map();
     for (const file of readdirSync(dir).sort()) images.set(file.replace(/\.png$/, ''), await decodeImage(readFileSync(join(dir, file))));
+    notes.push(`references: ${Object.entries(reference!.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`);
   } else {
-    console.log(`reference timings skipped: no Python at ${python} (set DENSEPIPE_REFERENCE_PYTHON; see test/fixtures/proposals/README.md). Ours only, on synthetic images.`);
+    notes.push(`reference timings skipped: no Python at ${python} (set DENSEPIPE_REFERENCE_PYTHON; see test/fixtures/proposals/README.md); ours only, on synthetic images`);
     images = syntheticImages();
   }
-  const ours = measureOurs(images, repeats);
-  if (reference) console.log(`references: ${Object.entries(reference.versions).map(([k, v]) => `${k} ${v}`).join(', ')}; ${repeats} repeats, median CPU ms, 1 thread`);
-  console.log(['image', 'method', 'ours ms', 'ref ms', 'ours/ref', 'ours count', 'ref count'].join('\t'));
-  for (const o of ours) {
+  const rows = measureOurs(images, repeats).map((o) => {
     const r = reference?.results.find((x) => x.image === o.image && x.method === o.method);
-    console.log([o.image, o.method, o.ms.toFixed(0), r ? r.ms.toFixed(0) : '-', r ? (o.ms / r.ms).toFixed(2) : '-', o.count, r ? r.count : '-'].join('\t'));
-  }
+    return {
+      case: `${o.image} ${o.method}`,
+      ours: { ms: o.ms, count: o.count },
+      reference: r ? { ms: r.ms, count: r.count } : null,
+      speedup: r ? r.ms / o.ms : null,
+    };
+  });
+  return { name: 'proposals-speed', rows, notes };
 }
 
-await main();
+if (process.argv[1] && /proposals-speed\.(ts|m?js)$/.test(process.argv[1])) {
+  const result = await main(process.argv.slice(2));
+  console.log(['case', 'ours ms', 'ref ms', 'ref/ours', 'ours count', 'ref count'].join('\t'));
+  for (const row of result.rows) {
+    console.log([row.case, row.ours.ms!.toFixed(0), row.reference?.ms?.toFixed(0) ?? '-', row.speedup?.toFixed(2) ?? '-', row.ours.count, row.reference?.count ?? '-'].join('\t'));
+  }
+  for (const note of result.notes ?? []) console.log(`note: ${note}`);
+}
