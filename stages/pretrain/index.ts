@@ -95,7 +95,7 @@ export interface PretrainResult {
   steps: number;
   /** JSON `{ points: [{ step, loss, lr, ...parts }] }`. */
   lossCurveKey: string;
-  /** Mean throughput of this attempt's steps after the first (augmentation excluded). */
+  /** Mean throughput of the training steps (augmentation excluded; the first step of each attempt left out). */
   imagesPerSecond: number;
   resumedFromStep: number;
   /** The learning rate actually used at the peak of the schedule (baseLr · batchSize / 256). */
@@ -189,6 +189,9 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
       let step = 0;
       let cursor: DataCursor = START_CURSOR;
       let curve: LossPoint[] = [];
+      // Throughput over every attempt's timed steps, carried through checkpoints.
+      let trainSeconds = 0;
+      let timedSteps = 0;
       const latest = await ctx.checkpoints.latest();
       if (latest) {
         // A plain Uint8Array copy: stores may hand back a Node Buffer, whose slice() is a view, not a copy,
@@ -198,20 +201,19 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         step = state.step;
         cursor = state.extra.cursor as DataCursor;
         curve = state.extra.curve as LossPoint[];
+        ({ seconds: trainSeconds, steps: timedSteps } = state.extra.throughput as { seconds: number; steps: number });
         ctx.log(`pretrain: resumed at step ${step} of ${total}`);
       }
       const resumedFromStep = step;
       const feeder = new ViewBatchFeeder(ctx.store, split.shardKeys, { batchSize: config.batchSize, size: config.imageSize, scale: config.cropScale, seed: config.seed }, cursor);
 
       const save = async (atStep: number, at: DataCursor) => {
-        const bytes = await encodeTrainingState(spec, { step: atStep, rng: {}, extra: { cursor: at, curve } });
+        const bytes = await encodeTrainingState(spec, { step: atStep, rng: {}, extra: { cursor: at, curve, throughput: { seconds: trainSeconds, steps: timedSteps } } });
         await ctx.checkpoints.save(atStep, { [STATE_FILE]: bytes }, { cursor: at });
       };
 
       // ---- train
       let lastSave = { step, time: performance.now() };
-      let trainSeconds = 0;
-      let timedSteps = 0;
       const shape: [number, number, number, number] = [config.batchSize, config.imageSize, config.imageSize, 3];
       while (step < total) {
         throwIfAborted(ctx.signal);
@@ -234,7 +236,8 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         const imagesPerSecond = timedSteps > 0 ? (timedSteps * config.batchSize) / trainSeconds : config.batchSize / seconds;
         ctx.progress({ fraction: step / total, step, total, metrics: { loss: result.loss, lr, imagesPerSecond, ...result.parts } });
         const due = step - lastSave.step >= config.checkpointEvery.steps || (performance.now() - lastSave.time) / 1000 >= config.checkpointEvery.seconds;
-        if (due && step < total) {
+        // The last step is always saved: a retry after a failed upload then goes straight to the outputs.
+        if (due || step === total) {
           await save(step, batch.next);
           lastSave = { step, time: performance.now() };
         }
