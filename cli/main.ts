@@ -10,6 +10,9 @@ import { connectClient } from './client.js';
 import { down, up } from './services.js';
 import { describeRun, listRuns, resumeRun, runEvents, startRun, type RunStatus } from './runs.js';
 import { followRun } from './progress.js';
+import { registerSuiteCommands } from './suite.js';
+import { registerScheduleCommands } from './schedule.js';
+import { registerBaselineCommands } from './baseline.js';
 
 const program = new Command();
 program
@@ -227,6 +230,11 @@ program
     const { config } = await loadRunConfig(join(projectRoot(), 'configs', 'demo.yaml'), parseOverrides(o.set));
     process.exitCode = await startAndMaybeFollow((client) => startRun(client, config), {});
   });
+
+// Regression suites, their schedules and baselines (issue #7).
+registerSuiteCommands(program, { json, print });
+registerScheduleCommands(program, { json, print });
+registerBaselineCommands(program, { json, print });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as Error;

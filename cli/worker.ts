@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import * as cpuActivities from '../activities/cpu.js';
 import * as gpuActivities from '../activities/gpu.js';
+import * as suiteActivities from '../activities/suite.js';
 import { initBackend, type BackendChoice } from '../core/tf.js';
 import { CPU_QUEUE, GPU_QUEUE } from '../workflows/types.js';
 import { applyLocalS3Defaults, projectRoot, temporalConnection } from './env.js';
@@ -26,7 +27,7 @@ export async function runWorker(queue: 'cpu' | 'gpu', options: { backend?: Backe
     connection,
     namespace: conn.namespace,
     taskQueue: queue === 'gpu' ? GPU_QUEUE : CPU_QUEUE,
-    activities: queue === 'gpu' ? gpuActivities : cpuActivities,
+    activities: queue === 'gpu' ? gpuActivities : { ...cpuActivities, ...suiteActivities },
     ...(queue === 'cpu' ? { workflowBundle: { codePath: join(projectRoot(), 'dist', 'workflow-bundle.js') } } : {}),
     // TensorFlow uses every core for one training step; two at once would only thrash.
     maxConcurrentActivityTaskExecutions: queue === 'gpu' ? 1 : Math.max(2, cpus().length),

@@ -1,1 +1,2 @@
 export { reproductionWorkflow, progressQuery } from './reproduction.js';
+export { suiteWorkflow } from './suite.js';
