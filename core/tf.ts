@@ -21,9 +21,6 @@ let active: BackendInfo | null = null;
 const FALLBACK_COST = 'the pure-JS cpu backend trains about 6,000x slower than the native one (minutes per step instead of a fraction of a second)';
 
 async function loadNative(): Promise<string> {
-  // TF 2.21 logs two INFO lines at start-up (oneDNN custom ops, CPU features) on every process;
-  // level 1 keeps warnings and errors. A user's own setting wins.
-  process.env.TF_CPP_MIN_LOG_LEVEL ??= '1';
   // Importing tfjs-node registers the 'tensorflow' backend on the shared tfjs engine.
   await import('@tensorflow/tfjs-node');
   const ok = await tf.setBackend('tensorflow');
