@@ -128,4 +128,17 @@ if [ "$TEST_TOOLS" = 1 ] && ! bash scripts/lint-infra.sh --installed >/dev/null 
   say "installing the deployment linters (hadolint, shellcheck, kubeconform, kustomize; once)"
   bash scripts/lint-infra.sh --install
 fi
+# --- 7. Chromium for the regression report's headless-browser check ------------------------------
+# test/regression drives Debian's chromium through playwright-core; without it that one check is
+# skipped (and says so). Installed only when missing and apt-get can run; never fatal.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  SUDO=; [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null && sudo -n true 2>/dev/null && SUDO=sudo; }
+  if [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; then
+    say "installing chromium from Debian (headless check of the regression report; once)"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; } \
+      || say "warning: apt-get could not install chromium; the regression report's browser check will be skipped"
+  else
+    say "note: chromium is missing and apt-get needs root; the regression report's browser check will be skipped"
+  fi
+fi
 say "ready (tools in $BIN)"
