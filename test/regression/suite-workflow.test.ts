@@ -5,7 +5,8 @@
  * regression flagged, seed noise passing, and a webhook that never answers turning into a warning.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -120,6 +121,11 @@ describe.skipIf(!toolsInstalled())('suite workflow (dev server, mocked reproduct
       }
     };
     const [result] = await Promise.all([run(), ...workers.map((w) => w.run())]);
+    if (process.env.DENSEPIPE_RECORD_HISTORIES && id === 'suite-first') {
+      // A history for test/workflows/replay.test.ts: the suite with a failed member.
+      const dir = fileURLToPath(new URL('../fixtures/histories/', import.meta.url));
+      writeFileSync(`${dir}suite-with-failed-member--suite-first.json`, historyToJSON(await handle.fetchHistory()));
+    }
     return { result, maxRunning: state.maxRunning };
   }
 

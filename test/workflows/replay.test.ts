@@ -22,6 +22,8 @@ describe('workflow determinism', () => {
     Runtime.install({ logger: new DefaultLogger('WARN') });
     // The SDK accepts the JSON form (as `temporal workflow show --output json` writes it) directly.
     const history: unknown = JSON.parse(readFileSync(`${dir}${file}`, 'utf8'));
-    await expect(Worker.runReplayHistory({ workflowsPath }, history, file)).resolves.toBeUndefined();
+    // Files are named <label>--<workflow id>.json: the id matters, child workflow ids derive from it.
+    const workflowId = file.replace(/\.json$/, '').split('--')[1] ?? file;
+    await expect(Worker.runReplayHistory({ workflowsPath }, history, workflowId)).resolves.toBeUndefined();
   });
 });

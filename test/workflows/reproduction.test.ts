@@ -120,7 +120,7 @@ describe.skipIf(!toolsInstalled())('ReproductionWorkflow on the Temporal dev ser
     ]);
     if (process.env.DENSEPIPE_RECORD_HISTORIES) {
       mkdirSync(historiesDir, { recursive: true });
-      writeFileSync(`${historiesDir}reproduction-happy.json`, historyToJSON(await handle.fetchHistory()));
+      writeFileSync(`${historiesDir}reproduction-happy--wf-happy.json`, historyToJSON(await handle.fetchHistory()));
     }
   });
 
