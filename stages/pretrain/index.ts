@@ -194,10 +194,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
       let timedSteps = 0;
       const latest = await ctx.checkpoints.latest();
       if (latest) {
-        // A plain Uint8Array copy: stores may hand back a Node Buffer, whose slice() is a view, not a copy,
-        // and the engine's safetensors reader relies on slice() copying.
-        const bytes = new Uint8Array(await latest.read(STATE_FILE));
-        const state = restoreTrainingState(bytes, spec, `${ctx.checkpoints.prefix} step ${latest.step}`);
+        const state = restoreTrainingState(await latest.read(STATE_FILE), spec, `${ctx.checkpoints.prefix} step ${latest.step}`);
         step = state.step;
         cursor = state.extra.cursor as DataCursor;
         curve = state.extra.curve as LossPoint[];
