@@ -67,7 +67,10 @@ export abstract class Optimizer {
     const key = `${kind}/${name}`;
     let v = this.slotVars.get(key);
     if (!v) {
-      v = tf.variable(tf.zerosLike(like), false, uniqueVariableName(`${this.constructor.name}.${key}`));
+      // tf.variable keeps its own reference to the data; the temporary must be disposed or it leaks.
+      const zeros = tf.zerosLike(like);
+      v = tf.variable(zeros, false, uniqueVariableName(`${this.constructor.name}.${key}`));
+      zeros.dispose();
       this.slotVars.set(key, v);
     }
     return v;

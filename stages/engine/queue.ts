@@ -33,7 +33,9 @@ export class MemoryQueue {
       const inv = 1 / Math.max(Math.sqrt(norm), 1e-12);
       for (let c = 0; c < dim; c++) values[r * dim + c]! *= inv;
     }
-    this.buffer = tf.variable(tf.tensor2d(values, [size, dim]), false, uniqueVariableName(name));
+    const initial = tf.tensor2d(values, [size, dim]);
+    this.buffer = tf.variable(initial, false, uniqueVariableName(name));
+    initial.dispose(); // the variable holds its own reference to the data
   }
 
   /**
