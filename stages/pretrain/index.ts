@@ -64,8 +64,6 @@ export const pretrainConfigSchema = z.strictObject({
   /** Emulated GPUs for shuffle-BN (1 = plain BN over the whole batch). */
   shuffleBnGroups: z.number().int().min(1).default(2),
   imageSize: z.number().int().min(16).default(64),
-  /** RandomResizedCrop area range. */
-  cropScale: z.tuple([z.number().positive(), z.number().positive()]).default([0.2, 1]),
   split: z.string().default('train'),
   seed: z.number().int().min(0).default(0),
   /** Save a checkpoint after this many steps or this many seconds, whichever comes first. */
@@ -82,7 +80,8 @@ export type PretrainConfig = z.infer<typeof pretrainConfigSchema>;
 export type PretrainConfigInput = z.input<typeof pretrainConfigSchema>;
 
 export interface PretrainInputs {
-  dataset: StageRef<{ splits: Record<string, { shardKeys: string[]; samples: number }> }>;
+  /** The shard stage's output; the training loader reads its dataset manifest (shard sha256s, sample counts). */
+  dataset: StageRef<{ datasetManifestKey: string; splits: Record<string, { shardKeys: string[]; samples: number }> }>;
   proposals?: StageRef[];
 }
 
@@ -175,7 +174,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
     if (split.samples < config.batchSize) throw new BadInputError(`split '${config.split}' has ${split.samples} samples, fewer than one batch of ${config.batchSize}`, 'pretrain.batchSize');
     if (config.queueSize % config.batchSize !== 0) throw new BadInputError(`${config.queueSize} must be a multiple of batchSize ${config.batchSize}`, 'pretrain.queueSize');
     if (config.batchSize % config.shuffleBnGroups !== 0) throw new BadInputError(`${config.shuffleBnGroups} must divide batchSize ${config.batchSize}`, 'pretrain.shuffleBnGroups');
-    if (!(config.cropScale[0] <= config.cropScale[1] && config.cropScale[1] <= 1)) throw new BadInputError(`expected lo <= hi <= 1, got [${config.cropScale}]`, 'pretrain.cropScale');
+    if (!inputs.dataset.result.datasetManifestKey) throw new BadInputError('the dataset reference has no datasetManifestKey (is it a shard stage output?)', 'inputs.dataset');
   },
   async run(ctx, inputs, config) {
     await initBackend(config.backend as Parameters<typeof initBackend>[0]);
@@ -184,6 +183,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
     const method = createMethod(config);
     const optimizer = new SGD(method.online.trainable(), { momentum: config.optimizer.momentum, weightDecay: config.optimizer.weightDecay }, method.online.info);
     const spec = trainingStateSpec(config, method, optimizer);
+    let feeder: ViewBatchFeeder | null = null;
     try {
       // ---- resume
       let step = 0;
@@ -202,7 +202,10 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         ctx.log(`pretrain: resumed at step ${step} of ${total}`);
       }
       const resumedFromStep = step;
-      const feeder = new ViewBatchFeeder(ctx.store, split.shardKeys, { batchSize: config.batchSize, size: config.imageSize, scale: config.cropScale, seed: config.seed }, cursor);
+      feeder = await ViewBatchFeeder.open(
+        { store: ctx.store, datasetManifestKey: inputs.dataset.result.datasetManifestKey, split: config.split, seed: config.seed, batchSize: config.batchSize, imageSize: config.imageSize, signal: ctx.signal },
+        cursor,
+      );
 
       const save = async (atStep: number, at: DataCursor) => {
         const bytes = await encodeTrainingState(spec, { step: atStep, rng: {}, extra: { cursor: at, curve, throughput: { seconds: trainSeconds, steps: timedSteps } } });
@@ -262,6 +265,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         effectiveLr: (config.optimizer.baseLr * config.batchSize) / 256,
       };
     } finally {
+      await feeder?.close();
       optimizer.dispose();
       method.dispose();
     }

@@ -6,47 +6,16 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { localContext, runStage, type StageRef } from '../../core/stage.js';
+import { localContext, runStage } from '../../core/stage.js';
 import { FileArtifactStore, getJson } from '../../core/store/index.js';
-import { packShard } from '../../core/webdataset.js';
 import { initBackend, tf } from '../../core/tf.js';
-import { Rng } from '../../core/rng.js';
-import { encodeImage } from '../../stages/data/image.js';
+import { shardConfigSchema, shardStage } from '../../stages/data/index.js';
 import { decodeSafetensors } from '../../stages/engine/safetensors.js';
 import { pretrainConfigSchema, pretrainStage, type PretrainConfigInput, type PretrainInputs, type LossPoint } from '../../stages/pretrain/index.js';
 
-/** Blobs of colour on noise: enough structure for augmentation to act on. */
+/** The shard stage's built-in synthetic dataset ('tiny': 96 training images of 64 px in 2 shards). */
 async function makeDataset(store: FileArtifactStore): Promise<PretrainInputs> {
-  const rng = new Rng(7);
-  const shardKeys: string[] = [];
-  let samples = 0;
-  for (let s = 0; s < 2; s++) {
-    const items = [];
-    for (let i = 0; i < 6; i++) {
-      const [w, h] = [40 + rng.int(0, 9), 36 + rng.int(0, 9)];
-      const data = new Uint8Array(w * h * 3);
-      const [cx, cy, r] = [rng.int(8, w - 8), rng.int(8, h - 8), rng.int(4, 12)];
-      const colour = [rng.int(0, 256), rng.int(0, 256), rng.int(0, 256)];
-      for (let y = 0; y < h; y++) {
-        for (let x = 0; x < w; x++) {
-          const inside = (x - cx) ** 2 + (y - cy) ** 2 < r * r;
-          for (let c = 0; c < 3; c++) data[(y * w + x) * 3 + c] = inside ? colour[c]! : rng.int(0, 256);
-        }
-      }
-      const key = `img-${s}-${i}`;
-      items.push({ key, files: { png: new Uint8Array(await encodeImage({ width: w, height: h, data }, 'png')), json: new TextEncoder().encode('{}') } });
-      samples++;
-    }
-    const key = `data/train-${s}.tar`;
-    await store.put(key, await packShard(items));
-    shardKeys.push(key);
-  }
-  const dataset: StageRef<{ splits: Record<string, { shardKeys: string[]; samples: number }> }> = {
-    stage: 'shard',
-    hash: 'test-dataset',
-    manifestKey: 'data/manifest.json',
-    result: { splits: { train: { shardKeys, samples } } },
-  };
+  const dataset = (await runStage(shardStage, localContext(store), {}, shardConfigSchema.parse({}))).ref;
   return { dataset };
 }
 
@@ -123,7 +92,7 @@ describe('pretrain config', () => {
   });
 
   it('refuses a queue that is not a multiple of the batch, naming the field', () => {
-    const inputs = { dataset: { stage: 'shard', hash: 'h', manifestKey: 'm', result: { splits: { train: { shardKeys: ['a'], samples: 100 } } } } };
+    const inputs = { dataset: { stage: 'shard', hash: 'h', manifestKey: 'm', result: { datasetManifestKey: 'd', splits: { train: { shardKeys: ['a'], samples: 100 } } } } };
     expect(() => pretrainStage.validate!(inputs, tiny('mocov2', { queueSize: 18 }))).toThrow(/pretrain\.queueSize/);
     expect(() => pretrainStage.validate!(inputs, tiny('mocov2', { split: 'val' }))).toThrow(/no split 'val'/);
   });
