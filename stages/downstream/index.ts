@@ -1,6 +1,7 @@
 /**
  * The evaluation stage (issue #6): frozen-backbone kNN and linear probe, semantic segmentation
- * with an FCN head (frozen or fine-tuned), and R2O-style unsupervised object segmentation, on one
+ * with an FCN head (frozen or fine-tuned), FCOS-style object detection (detection/, scored with
+ * cocoEvaluate), and R2O-style unsupervised object segmentation, on one
  * dataset stage's train/eval splits, optionally with only a seeded fraction of the training labels.
  * Metrics go to the store as JSON (flat names such as 'knn.top1', 'semseg.mIoU'), with per-class
  * tables and per-image predictions beside them. Trained heads checkpoint every epoch, so a
@@ -13,6 +14,8 @@ import type { Stage, StageRef, StageRunContext } from '../../core/stage.js';
 import { initBackend, tf } from '../../core/tf.js';
 import type { ResNet } from '../engine/resnet.js';
 import { extractFeatures, loadBackbone, type Features } from './backbone.js';
+import { detectionConfigSchema } from './detection/config.js';
+import { runDetectionTask } from './detection/task.js';
 import { labelSubset, loadEvalSplit, type DatasetRefResult, type EvalSample } from './eval-data.js';
 import { knnClassify } from './knn.js';
 import { linearProbe } from './linear-probe.js';
@@ -34,8 +37,8 @@ export { labelSubset } from './eval-data.js';
 
 export const EVALUATION_TASKS = ['knn', 'linear', 'semseg', 'detection', 'unsup-seg'] as const;
 export type EvaluationTask = (typeof EVALUATION_TASKS)[number];
-/** Tasks this version runs; 'detection' is accepted by the schema but refused by validate(). */
-export const IMPLEMENTED_TASKS: readonly EvaluationTask[] = ['knn', 'linear', 'semseg', 'unsup-seg'];
+/** Tasks this version runs (all of EVALUATION_TASKS; validate() refuses any other). */
+export const IMPLEMENTED_TASKS: readonly EvaluationTask[] = ['knn', 'linear', 'semseg', 'unsup-seg', 'detection'];
 
 const sgdSchema = {
   batchSize: z.number().int().min(1).max(4096),
@@ -82,6 +85,8 @@ export const evaluationConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** FCOS-style detector (stages/downstream/detection). */
+    detection: detectionConfigSchema.prefault({}),
     unsupSeg: z
       .object({
         /** Clusters per image; 'segments' = as many as the image has ground-truth segments (objects + background). */
@@ -261,6 +266,8 @@ async function runTask(task: EvaluationTask, t: TaskContext): Promise<TaskOutcom
       return runSemseg(t);
     case 'unsup-seg':
       return runUnsupSeg(t);
+    case 'detection':
+      return runDetection(t);
     default:
       throw new BadInputError(`task '${task}' is not implemented`, 'evaluation.tasks');
   }
@@ -383,6 +390,24 @@ async function runUnsupSeg(t: TaskContext): Promise<TaskOutcome> {
     metrics: { 'unsup-seg.mIoU': result.mIoU, 'unsup-seg.imagesPerSecond': images.length / Math.max(seconds, 1e-9) },
     predictions: images.map((x, i) => ({ key: x.key, mIoU: result.perImage[i] })),
   };
+}
+
+async function runDetection(t: TaskContext): Promise<TaskOutcome> {
+  const c = t.config.detection;
+  return runDetectionTask({
+    config: c,
+    seed: t.config.seed,
+    imageSize: t.config.imageSize,
+    batchSize: t.config.featureBatchSize,
+    classes: t.classes,
+    train: t.train,
+    evalSamples: t.evalSamples,
+    model: t.model,
+    loadCopy: async () => (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model,
+    checkpointer: t.checkpointer,
+    signal: t.ctx.signal,
+    onEpoch: (epoch, loss, seconds) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds }),
+  });
 }
 
 function mean(xs: number[]): number {

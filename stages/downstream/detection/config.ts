@@ -1,0 +1,31 @@
+/** The `detection` block of the evaluation config (see docs/downstream.md, "Detection"). */
+import { z } from 'zod';
+
+export const detectionConfigSchema = z
+  .object({
+    /** 'finetune' trains backbone + pyramid + head (the usual detection transfer protocol); 'frozen' only pyramid + head. */
+    mode: z.enum(['frozen', 'finetune']).default('finetune'),
+    epochs: z.number().int().min(1).default(12),
+    batchSize: z.number().int().min(1).max(4096).default(8),
+    lr: z.number().positive().default(0.01),
+    momentum: z.number().min(0).max(0.999).default(0.9),
+    weightDecay: z.number().min(0).default(1e-4),
+    /** Pyramid and head width (FCOS: 256; these images and CPUs need far less). */
+    channels: z.number().int().min(1).default(32),
+    /** conv3x3 + GroupNorm + ReLU blocks in each tower (FCOS: 4). */
+    towerConvs: z.number().int().min(0).default(2),
+    groupNormGroups: z.number().int().min(1).default(8),
+    /** Center-sampling radius in strides (FCOS: 1.5); 0 = every location inside the box. */
+    centerSampleRadius: z.number().min(0).default(1.5),
+    focalAlpha: z.number().min(0).max(1).default(0.25),
+    focalGamma: z.number().min(0).default(2),
+    /** Inference: class-probability threshold, candidates per level before NMS, NMS IoU, detections per image. */
+    scoreThreshold: z.number().min(0).max(1).default(0.05),
+    preNmsTopK: z.number().int().min(1).default(1000),
+    nmsIou: z.number().gt(0).max(1).default(0.6),
+    maxDetections: z.number().int().min(1).default(100),
+  })
+  .strict()
+  .refine((c) => c.channels % c.groupNormGroups === 0, { message: 'detection.channels must be a multiple of detection.groupNormGroups', path: ['groupNormGroups'] });
+
+export type DetectionConfig = z.infer<typeof detectionConfigSchema>;

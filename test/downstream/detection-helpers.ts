@@ -1,0 +1,41 @@
+/**
+ * In-memory detection scenes for the detector tests: grey noise with 1-2 solid squares whose colour
+ * is the class, normalised like eval-data.ts (ImageNet mean/std), boxes in xyxy pixels.
+ */
+import { Rng } from '../../core/rng.js';
+import { IMAGENET_MEAN, IMAGENET_STD } from '../../stages/downstream/eval-data.js';
+
+const COLOURS = [
+  [0.85, 0.15, 0.15],
+  [0.15, 0.8, 0.15],
+  [0.15, 0.25, 0.85],
+];
+
+export interface SquareScene {
+  key: string;
+  pixels: Float32Array;
+  boxes: Float32Array;
+  labels: Int32Array;
+}
+
+export function squareScenes(count: number, size: number, seed: string): SquareScene[] {
+  const rng = Rng.fromSeed('detection-scenes', seed);
+  return Array.from({ length: count }, (_, n) => {
+    const rgb = new Float32Array(size * size * 3);
+    for (let i = 0; i < rgb.length; i++) rgb[i] = 0.4 + 0.15 * rng.next();
+    const objects = rng.int(1, 3);
+    const boxes: number[] = [];
+    const labels: number[] = [];
+    for (let o = 0; o < objects; o++) {
+      const side = rng.int(Math.round(size * 0.25), Math.round(size * 0.5));
+      const x0 = rng.int(0, size - side);
+      const y0 = rng.int(0, size - side);
+      const label = rng.int(0, COLOURS.length);
+      for (let y = y0; y < y0 + side; y++) for (let x = x0; x < x0 + side; x++) rgb.set(COLOURS[label]!, (y * size + x) * 3);
+      boxes.push(x0, y0, x0 + side, y0 + side);
+      labels.push(label);
+    }
+    const pixels = rgb.map((v, i) => (v - IMAGENET_MEAN[i % 3]!) / IMAGENET_STD[i % 3]!);
+    return { key: `scene-${n}`, pixels, boxes: Float32Array.from(boxes), labels: Int32Array.from(labels) };
+  });
+}
