@@ -1,0 +1,83 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { localContext, runStage, type StageRef } from '../../core/stage.js';
+import { FileArtifactStore, getJson } from '../../core/store/index.js';
+import { initBackend } from '../../core/tf.js';
+import { evaluationConfigSchema, evaluationStage, type EvaluationConfig } from '../../stages/downstream/index.js';
+import { SQUARE_CLASSES, writeSquaresDataset } from './squares-dataset.js';
+
+const SIZE = 32;
+let dir: string;
+let dataset: StageRef<{ splits: Record<string, { shardKeys: string[]; samples: number }>; classes: string[] }>;
+
+beforeAll(async () => {
+  await initBackend('tensorflow');
+  dir = mkdtempSync(join(tmpdir(), 'detection-stage-'));
+  dataset = await writeSquaresDataset(new FileArtifactStore(join(dir, 'data')), { size: SIZE, train: 24, val: 12, seed: 'detection-stage' });
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function storeWithDataset(name: string): Promise<FileArtifactStore> {
+  const store = new FileArtifactStore(join(dir, name));
+  const source = new FileArtifactStore(join(dir, 'data'));
+  for (const key of await source.list('datasets/')) await store.put(key, await source.get(key));
+  return store;
+}
+
+function config(detection: Record<string, unknown> = {}): EvaluationConfig {
+  return evaluationConfigSchema.parse({
+    tasks: ['detection'],
+    imageSize: SIZE,
+    backbone: { arch: 'resnet-tiny' },
+    detection: { epochs: 3, batchSize: 8, channels: 16, groupNormGroups: 4, towerConvs: 1, ...detection },
+  });
+}
+
+describe('evaluationStage detection task', () => {
+  it('stores COCO box metrics, a per-class table and per-image predictions', async () => {
+    const store = await storeWithDataset('plain');
+    const { ref } = await runStage(evaluationStage, localContext(store), { dataset, backbone: null }, config());
+    const m = ref.result.metrics;
+    for (const name of ['det.AP', 'det.AP50', 'det.AP75', 'det.APs', 'det.AR100']) {
+      expect(m[name], name).toBeGreaterThanOrEqual(0);
+      expect(m[name], name).toBeLessThanOrEqual(1);
+    }
+    expect(m['det.secondsPerEpoch']).toBeGreaterThan(0);
+    expect(m['det.imagesPerSecond']).toBeGreaterThan(0);
+    const perClass = await getJson<{ detection: { classes: string[]; AP: unknown[]; support: number[]; mode: string } }>(store, ref.result.perClassKey!);
+    expect(perClass.detection.classes).toEqual(SQUARE_CLASSES);
+    expect(perClass.detection.mode).toBe('finetune');
+    expect(perClass.detection.AP).toHaveLength(3);
+    const predictions = await getJson<{ detection: Array<{ key: string; detections: Array<{ bbox: number[]; category: string; score: number }> }> }>(store, ref.result.predictionsKey!);
+    expect(predictions.detection).toHaveLength(12);
+    for (const d of predictions.detection.flatMap((p) => p.detections)) {
+      expect(SQUARE_CLASSES).toContain(d.category);
+      expect(d.bbox).toHaveLength(4);
+    }
+  });
+
+  it('a run cancelled mid-training resumes from its epoch checkpoint and ends with the same numbers', async () => {
+    const cfg = config();
+    const reference = await runStage(evaluationStage, localContext(await storeWithDataset('reference')), { dataset, backbone: null }, cfg);
+    const store = await storeWithDataset('killed');
+    const controller = new AbortController();
+    const ctx = localContext(store, {
+      signal: controller.signal,
+      onProgress: (u) => {
+        if (u.message === 'detection: epoch 1/3') controller.abort('test kill');
+      },
+    });
+    await expect(runStage(evaluationStage, ctx, { dataset, backbone: null }, cfg)).rejects.toThrow(/cancelled/);
+    const pointer = (await store.list('checkpoints/evaluate/')).find((k) => k.endsWith('latest.json'));
+    expect((await getJson<{ meta: { task: string; epoch: number } }>(store, pointer!)).meta).toMatchObject({ task: 'detection', epoch: 1 });
+    const resumed = await runStage(evaluationStage, localContext(store), { dataset, backbone: null }, cfg);
+    for (const name of ['det.finalLoss', 'det.AP', 'det.AP50', 'det.AR100']) expect(resumed.ref.result.metrics[name], name).toBe(reference.ref.result.metrics[name]);
+  });
+
+  it('refuses a head width that GroupNorm cannot split, naming the field', () => {
+    expect(() => config({ channels: 10, groupNormGroups: 4 })).toThrow(/groupNormGroups/);
+  });
+});
