@@ -47,13 +47,15 @@ function describeStatus(s: RunStatus, uiUrl: string, namespace: string): string 
     lines.push(`  report: ${s.result.reportUrl}`);
     const local = localPathOf(s.result.reportUrl);
     if (local) lines.push(`  report (local file): ${local}`);
-    const { quality } = splitMetrics({ ...s.result.baselineMetrics, ...s.result.metrics });
-    if (quality.length) lines.push(`  ${'metric'.padEnd(22)} ${'pretrained'.padStart(10)} ${'random init'.padStart(12)}`);
-    for (const k of quality) {
-      const v = s.result.metrics[k];
-      const b = s.result.baselineMetrics[k];
-      lines.push(`  ${k.padEnd(22)} ${(v === undefined ? '–' : v.toFixed(4)).padStart(10)} ${(b === undefined ? '–' : b.toFixed(4)).padStart(12)}`);
-    }
+    const columns: Array<[string, Record<string, number>]> = [
+      ['pretrained', s.result.metrics],
+      ['random init', s.result.baselineMetrics],
+      ...(s.result.supervisedMetrics ? [['supervised', s.result.supervisedMetrics] as [string, Record<string, number>]] : []),
+    ];
+    const { quality } = splitMetrics(Object.assign({}, ...columns.map(([, m]) => m)));
+    const cell = (v: number | undefined) => (v === undefined ? '–' : v.toFixed(4)).padStart(12);
+    if (quality.length) lines.push(`  ${'metric'.padEnd(22)}${columns.map(([label]) => label.padStart(12)).join('')}`);
+    for (const k of quality) lines.push(`  ${k.padEnd(22)}${columns.map(([, m]) => cell(m[k])).join('')}`);
   }
   return lines.join('\n');
 }

@@ -26,6 +26,13 @@ export const orchestrationConfigSchema = z
   })
   .strict();
 
+export const baselinesConfigSchema = z
+  .object({
+    /** Also train the same backbone with the labels (same data and budget) and evaluate it. */
+    supervised: z.boolean().default(true),
+  })
+  .strict();
+
 export const runConfigSchema = z
   .object({
     name: z
@@ -39,6 +46,7 @@ export const runConfigSchema = z
     proposals: proposalConfigSchema.extend({ enabled: z.boolean().default(true) }).prefault({}),
     pretrain: pretrainConfigSchema.prefault({}),
     evaluation: evaluationConfigSchema.prefault({}),
+    baselines: baselinesConfigSchema.prefault({}),
     orchestration: orchestrationConfigSchema.prefault({}),
   })
   .strict();

@@ -1,4 +1,4 @@
-import { ActivityFailure, ApplicationFailure, defineQuery, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, defineQuery, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type * as cpuActivities from '../activities/cpu.js';
 import type * as gpuActivities from '../activities/gpu.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../core/errors.js';
@@ -48,7 +48,12 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
     retry: { ...retry, maximumAttempts: 20 },
   });
 
-  const stages: StageProgress[] = ['shard', 'proposals', 'pretrain', 'evaluate', 'evaluate-baseline', 'report'].map((step) => ({
+  // Added after runs were recorded: histories from before replay without it (test/workflows/replay).
+  const supervised = patched('supervised-baseline') && config.baselines?.supervised !== false;
+  const steps = supervised
+    ? ['shard', 'proposals', 'pretrain', 'pretrain-supervised', 'evaluate', 'evaluate-baseline', 'evaluate-supervised', 'report']
+    : ['shard', 'proposals', 'pretrain', 'evaluate', 'evaluate-baseline', 'report'];
+  const stages: StageProgress[] = steps.map((step) => ({
     step,
     status: 'pending',
     parts: 1,
@@ -100,13 +105,24 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
     );
   }
 
+  // The supervised baseline needs only the data: it queues on the gpu worker beside pretraining
+  // and is evaluated as soon as it is done.
+  const supervisedEvaluation = supervised
+    ? track('pretrain-supervised', [() => gpu.pretrainSupervised({ store: config.store, pretrain: config.pretrain, dataset: dataset!.ref })]).then(([trained]) =>
+        track('evaluate-supervised', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: trained!.ref })]),
+      )
+    : Promise.resolve(null);
+  // Awaited below; this handler only keeps an early failure from counting as unhandled meanwhile.
+  supervisedEvaluation.catch(() => undefined);
+
   const [pretrained] = await track('pretrain', [
     () => gpu.pretrain({ store: config.store, pretrain: config.pretrain, dataset: dataset!.ref, proposals: proposals.map((p) => p.ref) }),
   ]);
 
-  const [evaluation, baseline] = await Promise.all([
+  const [evaluation, baseline, supervisedOutcome] = await Promise.all([
     track('evaluate', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: pretrained!.ref })]),
     track('evaluate-baseline', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: null })]),
+    supervisedEvaluation,
   ]);
 
   const info = workflowInfo();
@@ -130,6 +146,7 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
       pretrain: pretrained!.ref,
       evaluation: evaluation[0]!.ref,
       baseline: baseline[0]!.ref,
+      ...(supervisedOutcome ? { supervised: supervisedOutcome[0]!.ref } : {}),
     },
   });
   reportStage.status = 'done';
@@ -143,6 +160,7 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
     markdownKey: written.markdownKey,
     metrics: evaluation[0]!.ref.result.metrics,
     baselineMetrics: baseline[0]!.ref.result.metrics,
+    ...(supervisedOutcome ? { supervisedMetrics: supervisedOutcome[0]!.ref.result.metrics } : {}),
     stages,
   };
 }

@@ -55,6 +55,9 @@ export interface ReproductionResult {
   reportKey: string;
   markdownKey: string;
   metrics: Record<string, number>;
+  /** Random-init backbone, same evaluation. */
   baselineMetrics: Record<string, number>;
+  /** Supervised backbone (same data and budget), same evaluation; absent when disabled. */
+  supervisedMetrics?: Record<string, number>;
   stages: StageProgress[];
 }

@@ -23,6 +23,8 @@ export interface ReportRequest {
     pretrain: StageRef<{ backboneKey?: string; finalLoss?: number; steps?: number; lossCurveKey?: string; imagesPerSecond?: number; resumedFromStep?: number }>;
     evaluation: StageRef<{ metrics: Record<string, number> }>;
     baseline: StageRef<{ metrics: Record<string, number> }>;
+    /** The supervised baseline's evaluation, when the run trained one. */
+    supervised?: StageRef<{ metrics: Record<string, number> }>;
   };
 }
 
@@ -72,10 +74,19 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
   const { config } = req.run;
   const metrics = req.refs.evaluation.result.metrics ?? {};
   const baseline = req.refs.baseline.result.metrics ?? {};
-  const { quality: metricNames, diagnostic: diagnosticNames } = splitMetrics({ ...baseline, ...metrics });
+  const supervised = req.refs.supervised?.result.metrics;
+  const { quality: metricNames, diagnostic: diagnosticNames } = splitMetrics({ ...baseline, ...(supervised ?? {}), ...metrics });
+  const method = config.pretrain.method;
+  // Columns: the method, random init, supervised (when trained), and the method's gain over each.
+  const columns: Array<{ label: string; values: Record<string, number> }> = [
+    { label: method, values: metrics },
+    { label: 'random init', values: baseline },
+    ...(supervised ? [{ label: 'supervised', values: supervised }] : []),
+  ];
+  const deltas = columns.slice(1).map((c) => ({ label: `Δ vs ${c.label}`, values: c.values }));
   const curve = await readLossCurve(store, req.refs.pretrain.result.lossCurveKey);
   const totalCompute = req.stages.reduce((a, s) => a + s.computeSeconds, 0);
-  const title = `densepipe report: ${config.name} (${config.pretrain.method})`;
+  const title = `densepipe report: ${config.name} (${method})`;
 
   const json = {
     schema: 'densepipe.run-report/v1',
@@ -85,6 +96,7 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
     totalComputeSeconds: totalCompute,
     metrics,
     baselineMetrics: baseline,
+    supervisedMetrics: supervised,
     pretrain: req.refs.pretrain.result,
     refs: Object.fromEntries(
       Object.entries(req.refs).map(([k, v]) => [k, Array.isArray(v) ? v.map((r) => r.manifestKey) : (v as StageRef).manifestKey]),
@@ -94,8 +106,10 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
   const stageRows = req.stages.map(
     (s) => `| ${s.step} | ${s.status} | ${s.partsDone}/${s.parts} | ${s.cachedParts} | ${s.computeSeconds.toFixed(2)} |`,
   );
-  const metricRows = metricNames.map((m) => `| ${m} | ${fmt(metrics[m])} | ${fmt(baseline[m])} | ${fmt((metrics[m] ?? NaN) - (baseline[m] ?? NaN))} |`);
-  const diagnosticRows = diagnosticNames.map((m) => `| ${m} | ${fmt(metrics[m])} | ${fmt(baseline[m])} |`);
+  const metricCells = (m: string) => [...columns.map((c) => fmt(c.values[m])), ...deltas.map((d) => fmt((metrics[m] ?? NaN) - (d.values[m] ?? NaN)))];
+  const metricHeader = ['metric', ...columns.map((c) => c.label), ...deltas.map((d) => d.label)];
+  const metricRows = metricNames.map((m) => `| ${m} | ${metricCells(m).join(' | ')} |`);
+  const diagnosticRows = diagnosticNames.map((m) => `| ${m} | ${columns.map((c) => fmt(c.values[m])).join(' | ')} |`);
   const markdown = [
     `# ${title}`,
     '',
@@ -105,14 +119,14 @@ export async function writeRunReport(store: ArtifactStore, req: ReportRequest): 
     '',
     '## Metrics',
     '',
-    `| metric | ${config.pretrain.method} | random init | Δ |`,
-    '|---|---|---|---|',
+    `| ${metricHeader.join(' | ')} |`,
+    `|${metricHeader.map(() => '---').join('|')}|`,
     ...metricRows,
     '',
     '### Throughput and bookkeeping',
     '',
-    `| metric | ${config.pretrain.method} | random init |`,
-    '|---|---|---|',
+    `| metric | ${columns.map((c) => c.label).join(' | ')} |`,
+    `|---|${columns.map(() => '---').join('|')}|`,
     ...diagnosticRows,
     '',
     '## Stages',
@@ -142,12 +156,12 @@ pre{background:#f7f7f7;padding:12px;overflow:auto}code{background:#f3f3f3;paddin
 <h1>${esc(title)}</h1>
 <p>Workflow <code>${esc(req.run.workflowId)}</code> (run <code>${esc(req.run.runId)}</code>), started ${esc(req.run.startedAt)}; config hash <code>${esc(req.run.configHash)}</code>${req.run.resumedFrom ? `; resumed from <code>${esc(req.run.resumedFrom)}</code>` : ''}.</p>
 <h2>Metrics</h2>
-<table id="metrics"><thead><tr><th>metric</th><th>${esc(config.pretrain.method)}</th><th>random init</th><th>Δ</th></tr></thead><tbody>
-${metricNames.map((m) => `<tr><td>${esc(m)}</td><td>${fmt(metrics[m])}</td><td>${fmt(baseline[m])}</td><td>${fmt((metrics[m] ?? NaN) - (baseline[m] ?? NaN))}</td></tr>`).join('\n')}
+<table id="metrics"><thead><tr>${metricHeader.map((h) => `<th>${esc(h)}</th>`).join('')}</tr></thead><tbody>
+${metricNames.map((m) => `<tr><td>${esc(m)}</td>${metricCells(m).map((v) => `<td>${v}</td>`).join('')}</tr>`).join('\n')}
 </tbody></table>
 <details><summary>Throughput and bookkeeping</summary>
-<table id="diagnostics"><thead><tr><th>metric</th><th>${esc(config.pretrain.method)}</th><th>random init</th></tr></thead><tbody>
-${diagnosticNames.map((m) => `<tr><td>${esc(m)}</td><td>${fmt(metrics[m])}</td><td>${fmt(baseline[m])}</td></tr>`).join('\n')}
+<table id="diagnostics"><thead><tr><th>metric</th>${columns.map((c) => `<th>${esc(c.label)}</th>`).join('')}</tr></thead><tbody>
+${diagnosticNames.map((m) => `<tr><td>${esc(m)}</td>${columns.map((c) => `<td>${fmt(c.values[m])}</td>`).join('')}</tr>`).join('\n')}
 </tbody></table></details>
 <h2>Pretraining</h2>
 <p>${req.refs.pretrain.result.steps ?? '?'} steps, final loss ${fmt(req.refs.pretrain.result.finalLoss)}, ${fmt(req.refs.pretrain.result.imagesPerSecond)} images/s${req.refs.pretrain.result.resumedFromStep ? `, resumed from step ${req.refs.pretrain.result.resumedFromStep}` : ''}.</p>

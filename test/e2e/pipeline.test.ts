@@ -104,9 +104,19 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     const handle = await startRun(client, tinyConfig('e2e-full'));
     firstRun = await finished(client, handle.workflowId);
     expect(firstRun.status).toBe('COMPLETED');
-    expect(stepStatus(firstRun)).toEqual({ shard: 'done', proposals: 'done', pretrain: 'done', evaluate: 'done', 'evaluate-baseline': 'done', report: 'done' });
+    expect(stepStatus(firstRun)).toEqual({
+      shard: 'done',
+      proposals: 'done',
+      pretrain: 'done',
+      'pretrain-supervised': 'done',
+      evaluate: 'done',
+      'evaluate-baseline': 'done',
+      'evaluate-supervised': 'done',
+      report: 'done',
+    });
     const result = firstRun.result!;
     expect(result.metrics['knn.top1']).toBeGreaterThanOrEqual(0);
+    expect(result.supervisedMetrics?.['knn.top1']).toBeGreaterThanOrEqual(0);
     const store = openStore({ uri: 's3://densepipe-e2e/artifacts' });
     const html = Buffer.from(await store.get(result.reportKey)).toString();
     expect(html).toContain('<table id="metrics">');
@@ -119,7 +129,16 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     const handle = await startRun(client, tinyConfig('e2e-full'));
     const again = await finished(client, handle.workflowId);
     expect(again.status).toBe('COMPLETED');
-    expect(stepStatus(again)).toEqual({ shard: 'cached', proposals: 'cached', pretrain: 'cached', evaluate: 'cached', 'evaluate-baseline': 'cached', report: 'done' });
+    expect(stepStatus(again)).toEqual({
+      shard: 'cached',
+      proposals: 'cached',
+      pretrain: 'cached',
+      'pretrain-supervised': 'cached',
+      evaluate: 'cached',
+      'evaluate-baseline': 'cached',
+      'evaluate-supervised': 'cached',
+      report: 'done',
+    });
     expect(again.result!.metrics).toEqual(firstRun.result!.metrics);
     const compute = (again.result!.stages ?? []).reduce((a, s) => a + s.computeSeconds, 0);
     expect(compute).toBe(0);
@@ -136,12 +155,21 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     const resumed = await resumeRun(client, handle.workflowId, { evaluation: { evalSplit: 'val' } });
     const done = await finished(client, resumed.workflowId);
     expect(done.status).toBe('COMPLETED');
-    expect(stepStatus(done)).toEqual({ shard: 'cached', proposals: 'cached', pretrain: 'cached', evaluate: 'done', 'evaluate-baseline': 'done', report: 'done' });
+    expect(stepStatus(done)).toEqual({
+      shard: 'cached',
+      proposals: 'cached',
+      pretrain: 'cached',
+      'pretrain-supervised': 'cached',
+      evaluate: 'done',
+      'evaluate-baseline': 'done',
+      'evaluate-supervised': 'done',
+      report: 'done',
+    });
     expect((await runInput(client, resumed.workflowId)).resumedFrom).toBe(handle.workflowId);
   });
 
   it('survives kill -9 of the gpu worker mid-pretraining and continues from the last checkpoint', async () => {
-    const handle = await startRun(client, tinyConfig('e2e-kill', { pretrain: { steps: 40, seed: 1 } }));
+    const handle = await startRun(client, tinyConfig('e2e-kill', { pretrain: { steps: 40, seed: 1 }, baselines: { supervised: false } }));
     // Wait until pretraining has passed a checkpoint (every 4 steps) and is still running.
     await waitFor(
       'pretraining past step 9',
@@ -169,7 +197,7 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
   });
 
   it('survives a restart of the Temporal dev server mid-run', async () => {
-    const handle = await startRun(client, tinyConfig('e2e-restart', { pretrain: { steps: 30, seed: 2 } }));
+    const handle = await startRun(client, tinyConfig('e2e-restart', { pretrain: { steps: 30, seed: 2 }, baselines: { supervised: false } }));
     await waitFor(
       'pretraining to start',
       async () => ((await describeRun(client, handle.workflowId)).pending.some((a) => a.activityType === 'pretrain') ? true : undefined),

@@ -47,8 +47,12 @@ function reproductionMocks(state: { running: number; maxRunning: number }, failS
       state.running -= 1;
       return outcome('pretrain', { seed: args.pretrain.seed, lr: args.pretrain.optimizer.baseLr, backboneKey: 'b' });
     },
-    async evaluate(args: { backbone: { result: { seed: number; lr: number } } | null }) {
+    async pretrainSupervised(args: { pretrain: { seed: number } }) {
+      return outcome('pretrain-supervised', { seed: args.pretrain.seed, supervised: true, backboneKey: 's' });
+    },
+    async evaluate(args: { backbone: { result: { seed: number; lr: number; supervised?: boolean } } | null }) {
       if (!args.backbone) return outcome('evaluation', { metrics: { 'knn.top1': 0.3 } });
+      if (args.backbone.result.supervised) return outcome('evaluation', { metrics: { 'knn.top1': 0.7 } });
       const { seed, lr } = args.backbone.result;
       if (failSeeds.includes(seed)) throw ApplicationFailure.nonRetryable(`shard for seed ${seed} is corrupt`, 'BadInputError');
       const top1 = lr > 1 ? 0.12 : 0.6 + ((seed * 7) % 5) * 0.005;

@@ -49,10 +49,16 @@ function mockActivities(calls: Record<string, number>, behaviour: { failEvaluate
       if (behaviour.flakyPretrain && calls.pretrain === 1) throw new Error('worker lost its GPU');
       return outcome('pretrain', { backboneKey: 'b.safetensors', finalLoss: 1.5, steps: 10, lossCurveKey: 'l.json', imagesPerSecond: 100, resumedFromStep: 0 });
     },
-    async evaluate(args: { backbone: unknown }) {
+    async pretrainSupervised() {
+      count('pretrainSupervised');
+      return outcome('pretrain-supervised', { backboneKey: 's.safetensors', backboneArch: 'resnet-tiny', finalLoss: 0.2, steps: 10, lossCurveKey: 's.json', resumedFromStep: 0 });
+    },
+    async evaluate(args: { backbone: { stage: string } | null }) {
       count('evaluate');
-      if (behaviour.failEvaluate && args.backbone) throw ApplicationFailure.nonRetryable("split 'validation' is not in the dataset (it has train, val)", 'BadInputError');
-      return outcome('evaluation', { metrics: { 'knn.top1': args.backbone ? 0.6 : 0.3 }, metricsKey: 'm.json' });
+      const which = args.backbone?.stage ?? 'random';
+      if (behaviour.failEvaluate && which === 'pretrain') throw ApplicationFailure.nonRetryable("split 'validation' is not in the dataset (it has train, val)", 'BadInputError');
+      const top1 = { pretrain: 0.6, random: 0.3, 'pretrain-supervised': 0.7 }[which];
+      return outcome('evaluation', { metrics: { 'knn.top1': top1 }, metricsKey: 'm.json' });
     },
     async writeReport() {
       count('writeReport');
@@ -103,25 +109,36 @@ describe.skipIf(!toolsInstalled())('ReproductionWorkflow on the Temporal dev ser
     return { ...outcome, progress: lastProgress, handle };
   }
 
-  it('chains the stages, fans proposals out per shard and evaluates a random-init baseline', async () => {
+  it('chains the stages, fans proposals out per shard and evaluates random-init and supervised baselines', async () => {
     const calls: Record<string, number> = {};
     const { result, progress, handle } = await runWith(mockActivities(calls), 'wf-happy', input('happy'));
-    expect(calls).toEqual({ shardDataset: 1, proposeRegions: 3, pretrain: 1, evaluate: 2, writeReport: 1 });
+    expect(calls).toEqual({ shardDataset: 1, proposeRegions: 3, pretrain: 1, pretrainSupervised: 1, evaluate: 3, writeReport: 1 });
     expect(result?.metrics).toEqual({ 'knn.top1': 0.6 });
     expect(result?.baselineMetrics).toEqual({ 'knn.top1': 0.3 });
+    expect(result?.supervisedMetrics).toEqual({ 'knn.top1': 0.7 });
     expect(result?.reportUrl).toMatch(/report\.html$/);
     expect(progress?.stages.map((s) => [s.step, s.status, s.parts])).toEqual([
       ['shard', 'done', 1],
       ['proposals', 'done', 3],
       ['pretrain', 'done', 1],
+      ['pretrain-supervised', 'done', 1],
       ['evaluate', 'done', 1],
       ['evaluate-baseline', 'done', 1],
+      ['evaluate-supervised', 'done', 1],
       ['report', 'done', 1],
     ]);
     if (process.env.DENSEPIPE_RECORD_HISTORIES) {
       mkdirSync(historiesDir, { recursive: true });
-      writeFileSync(`${historiesDir}reproduction-happy--wf-happy.json`, historyToJSON(await handle.fetchHistory()));
+      writeFileSync(`${historiesDir}reproduction-with-supervised--wf-happy.json`, historyToJSON(await handle.fetchHistory()));
     }
+  });
+
+  it('leaves the supervised baseline out when disabled', async () => {
+    const calls: Record<string, number> = {};
+    const { result } = await runWith(mockActivities(calls), 'wf-nosup', input('nosup', { baselines: { supervised: false } }));
+    expect(calls.pretrainSupervised).toBeUndefined();
+    expect(calls.evaluate).toBe(2);
+    expect(result?.supervisedMetrics).toBeUndefined();
   });
 
   it('skips proposals when they are disabled', async () => {
@@ -135,7 +152,7 @@ describe.skipIf(!toolsInstalled())('ReproductionWorkflow on the Temporal dev ser
     const calls: Record<string, number> = {};
     const { error, progress } = await runWith(mockActivities(calls, { failEvaluate: true }), 'wf-bad', input('bad'));
     expect(error).toBeInstanceOf(WorkflowFailedError);
-    expect(calls.evaluate).toBe(2); // the failing one once (no retries) plus the baseline
+    expect(calls.evaluate).toBe(3); // the failing one once (no retries) plus the two baselines
     const failed = progress?.stages.find((s) => s.step === 'evaluate');
     expect(failed?.status).toBe('failed');
     expect(failed?.error).toMatch(/BadInputError: split 'validation' is not in the dataset/);
