@@ -16,6 +16,8 @@ export interface SquareScene {
   pixels: Float32Array;
   boxes: Float32Array;
   labels: Int32Array;
+  /** Visible part of each square (later squares cover earlier ones), row-major 0/1. */
+  masks: Uint8Array[];
 }
 
 export function squareScenes(count: number, size: number, seed: string): SquareScene[] {
@@ -26,16 +28,23 @@ export function squareScenes(count: number, size: number, seed: string): SquareS
     const objects = rng.int(1, 3);
     const boxes: number[] = [];
     const labels: number[] = [];
+    const owner = new Int32Array(size * size).fill(-1);
     for (let o = 0; o < objects; o++) {
       const side = rng.int(Math.round(size * 0.25), Math.round(size * 0.5));
       const x0 = rng.int(0, size - side);
       const y0 = rng.int(0, size - side);
       const label = rng.int(0, COLOURS.length);
-      for (let y = y0; y < y0 + side; y++) for (let x = x0; x < x0 + side; x++) rgb.set(COLOURS[label]!, (y * size + x) * 3);
+      for (let y = y0; y < y0 + side; y++) {
+        for (let x = x0; x < x0 + side; x++) {
+          rgb.set(COLOURS[label]!, (y * size + x) * 3);
+          owner[y * size + x] = o;
+        }
+      }
       boxes.push(x0, y0, x0 + side, y0 + side);
       labels.push(label);
     }
     const pixels = rgb.map((v, i) => (v - IMAGENET_MEAN[i % 3]!) / IMAGENET_STD[i % 3]!);
-    return { key: `scene-${n}`, pixels, boxes: Float32Array.from(boxes), labels: Int32Array.from(labels) };
+    const masks = labels.map((_, o) => Uint8Array.from(owner, (v) => (v === o ? 1 : 0)));
+    return { key: `scene-${n}`, pixels, boxes: Float32Array.from(boxes), labels: Int32Array.from(labels), masks };
   });
 }

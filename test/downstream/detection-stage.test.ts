@@ -77,6 +77,21 @@ describe('evaluationStage detection task', () => {
     for (const name of ['det.finalLoss', 'det.AP', 'det.AP50', 'det.AR100']) expect(resumed.ref.result.metrics[name], name).toBe(reference.ref.result.metrics[name]);
   });
 
+  it('with masks: also scores instance masks (segm) and stores them as COCO RLE strings', async () => {
+    const store = await storeWithDataset('masks');
+    const { ref } = await runStage(evaluationStage, localContext(store), { dataset, backbone: null }, config({ masks: true, epochs: 2 }));
+    for (const name of ['mask.AP', 'mask.AP50', 'mask.AR100', 'det.AP']) {
+      expect(ref.result.metrics[name], name).toBeGreaterThanOrEqual(0);
+      expect(ref.result.metrics[name], name).toBeLessThanOrEqual(1);
+    }
+    const perClass = await getJson<{ detection: { maskAP: unknown[] } }>(store, ref.result.perClassKey!);
+    expect(perClass.detection.maskAP).toHaveLength(3);
+    const predictions = await getJson<{ detection: Array<{ detections: Array<{ segmentation?: { size: number[]; counts: string } }> }> }>(store, ref.result.predictionsKey!);
+    const all = predictions.detection.flatMap((p) => p.detections);
+    expect(all.length).toBeGreaterThan(0);
+    for (const d of all) expect(d.segmentation?.size).toEqual([SIZE, SIZE]);
+  });
+
   it('refuses a head width that GroupNorm cannot split, naming the field', () => {
     expect(() => config({ channels: 10, groupNormGroups: 4 })).toThrow(/groupNormGroups/);
   });

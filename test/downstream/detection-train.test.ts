@@ -2,7 +2,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../core/tf.js';
 import { buildBackbone } from '../../stages/downstream/backbone.js';
 import { scoreDetections } from '../../stages/downstream/detection/evaluate.js';
-import { detect, trainDetector, type DetectorOptions } from '../../stages/downstream/detection/train.js';
+import { detect, disposeDetector, trainDetector, type DetectorOptions } from '../../stages/downstream/detection/train.js';
 import { squareScenes } from './detection-helpers.js';
 
 const SIZE = 32;
@@ -42,7 +42,7 @@ describe('FCOS detector training', () => {
     expect(scores.metrics['det.AP50']).toBeGreaterThan(0.5);
     expect(scores.predictions).toHaveLength(8);
     expect(scores.perClass.support.reduce((a, b) => a + b, 0)).toBe(scenes.reduce((a, s) => a + s.labels.length, 0));
-    detector.head.params.dispose();
+    disposeDetector(detector);
     model.dispose();
     // Only the backbone's and head's variables were alive in between: training and inference leak nothing.
     expect(tf.memory().numTensors).toBeLessThanOrEqual(before);
@@ -56,7 +56,7 @@ describe('FCOS detector training', () => {
     const { detector } = await trainDetector(model, scenes, SIZE, CLASSES.length, options({ mode: 'frozen', epochs: 8, onEpoch: (_, loss) => losses.push(loss) }));
     for (const [k, v] of model.params.vars) expect(v.dataSync(), k).toEqual(snapshot.get(k));
     expect(losses[losses.length - 1]).toBeLessThan(losses[0]!);
-    detector.head.params.dispose();
+    disposeDetector(detector);
     model.dispose();
   });
 });

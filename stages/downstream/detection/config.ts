@@ -19,6 +19,11 @@ export const detectionConfigSchema = z
     centerSampleRadius: z.number().min(0).default(1.5),
     focalAlpha: z.number().min(0).max(1).default(0.25),
     focalGamma: z.number().min(0).default(2),
+    /** Also train a mask branch on RoIAligned P3 features and report 'mask.AP*' (needs instance masks on every object). */
+    masks: z.boolean().default(false),
+    /** Mask logits per RoI side, and conv3x3 + ReLU layers of the mask branch. */
+    maskResolution: z.number().int().min(2).max(64).default(14),
+    maskConvs: z.number().int().min(0).default(2),
     /** Inference: class-probability threshold, candidates per level before NMS, NMS IoU, detections per image. */
     scoreThreshold: z.number().min(0).max(1).default(0.05),
     preNmsTopK: z.number().int().min(1).default(1000),

@@ -4,7 +4,9 @@
  * area is the instance mask's pixel count where the sample has a mask (what COCO stores), else
  * the box area, and crowd objects are passed as crowd.
  */
+import { BadInputError } from '../../../core/errors.js';
 import { cocoEvaluate, COCO_STAT_NAMES, type CocoDetection, type CocoGroundTruth } from '../metrics/coco-eval.js';
+import { rleEncode, rleToString } from '../metrics/rle.js';
 import { toXywh } from './boxes.js';
 import type { Detection } from './postprocess.js';
 
@@ -20,10 +22,11 @@ export interface DetectionScores {
   /** 'det.AP', 'det.AP50', ... 'det.ARl' (the 12 COCO summary numbers, -1 where undefined). */
   metrics: Record<string, number>;
   perClass: { classes: string[]; AP: Array<number | null>; AP50: Array<number | null>; AR100: Array<number | null>; support: number[] };
-  predictions: Array<{ key: string; detections: Array<{ bbox: [number, number, number, number]; category: string; score: number }> }>;
+  predictions: Array<{ key: string; detections: Array<{ bbox: [number, number, number, number]; category: string; score: number; segmentation?: { size: [number, number]; counts: string } }> }>;
 }
 
-export function scoreDetections(images: ScoredImage[], detections: Detection[][], classes: string[]): DetectionScores {
+/** Box scores; `size` (the square image side) is needed only to store detections' masks as COCO RLE. */
+export function scoreDetections(images: ScoredImage[], detections: Detection[][], classes: string[], size?: number): DetectionScores {
   if (images.length !== detections.length) throw new Error(`scoreDetections: ${images.length} images but ${detections.length} detection lists`);
   const groundTruth: CocoGroundTruth[] = [];
   const support = classes.map(() => 0);
@@ -53,9 +56,40 @@ export function scoreDetections(images: ScoredImage[], detections: Detection[][]
     },
     predictions: images.map((img, i) => ({
       key: img.key,
-      detections: detections[i]!.map((d) => ({ bbox: toXywh(d.box).map(round3) as [number, number, number, number], category: classes[d.label]!, score: round3(d.score) })),
+      detections: detections[i]!.map((d) => ({
+        bbox: toXywh(d.box).map(round3) as [number, number, number, number],
+        category: classes[d.label]!,
+        score: round3(d.score),
+        ...(d.mask && size ? { segmentation: { size: [size, size] as [number, number], counts: rleToString(rleEncode(d.mask, size, size).counts) } } : {}),
+      })),
     })),
   };
+}
+
+/**
+ * Instance-mask scores ('mask.AP' ... 'mask.ARl', cocoEvaluate segm) of detections that carry masks.
+ * Detections are passed with their segmentation only, no box, so a detection's area is its mask's
+ * (pycocotools' loadRes of segm results without 'bbox'). Every ground truth needs a mask.
+ */
+export function scoreMasks(images: ScoredImage[], detections: Detection[][], classes: string[], size: number): { metrics: Record<string, number>; AP: Array<number | null> } {
+  const groundTruth: CocoGroundTruth[] = [];
+  images.forEach((img, i) => {
+    for (let g = 0; g < img.labels.length; g++) {
+      const mask = img.masks?.[g];
+      if (!mask) throw new BadInputError(`object ${g} of '${img.key}' has no instance mask; mask evaluation needs one on every object`, 'evaluation.detection.masks');
+      groundTruth.push({ imageId: i + 1, categoryId: img.labels[g]! + 1, segmentation: rleEncode(mask, size, size), iscrowd: Boolean(img.iscrowd?.[g]) });
+    }
+  });
+  const dts: CocoDetection[] = detections.flatMap((list, i) =>
+    list.map((d) => {
+      if (!d.mask) throw new Error(`scoreMasks: a detection of image ${i} has no mask`);
+      return { imageId: i + 1, categoryId: d.label + 1, score: d.score, segmentation: rleEncode(d.mask, size, size) };
+    }),
+  );
+  const result = cocoEvaluate({ imageIds: images.map((_, i) => i + 1), categoryIds: classes.map((_, c) => c + 1), groundTruth, detections: dts, iouType: 'segm' });
+  const metrics: Record<string, number> = {};
+  for (const name of COCO_STAT_NAMES) metrics[`mask.${name}`] = result.stats[name];
+  return { metrics, AP: result.perCategory.map((c) => (c.AP < 0 ? null : c.AP)) };
 }
 
 const round3 = (v: number) => Math.round(v * 1000) / 1000;

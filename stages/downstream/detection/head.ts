@@ -40,6 +40,8 @@ export interface FcosOutput {
   centernessLogits: tf.Tensor2D;
   /** [height, width] of each level. */
   mapSizes: Array<[number, number]>;
+  /** The pyramid maps P3.. (finest first), for the mask branch. */
+  pyramid: tf.Tensor4D[];
 }
 
 /** GroupNorm (eps 1e-5) with per-channel affine weight/bias, NHWC. */
@@ -138,6 +140,7 @@ export class FcosHead {
       ltrb: tf.concat(box, 1),
       centernessLogits: tf.concat(ctr, 1),
       mapSizes: pyramid.map((p) => [p.shape[1], p.shape[2]] as [number, number]),
+      pyramid,
     };
   }
 }

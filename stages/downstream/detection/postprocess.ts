@@ -11,6 +11,8 @@ export interface Detection {
   box: Xyxy;
   label: number;
   score: number;
+  /** size x size row-major 0/1 instance mask, when the detector has a mask branch. */
+  mask?: Uint8Array;
 }
 
 export interface PostprocessOptions {

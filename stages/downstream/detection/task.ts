@@ -9,8 +9,8 @@ import type { ResNet } from '../../engine/resnet.js';
 import type { EvalSample } from '../eval-data.js';
 import type { EpochCheckpointer } from '../training.js';
 import type { DetectionConfig } from './config.js';
-import { scoreDetections } from './evaluate.js';
-import { detect, trainDetector } from './train.js';
+import { scoreDetections, scoreMasks } from './evaluate.js';
+import { detect, disposeDetector, trainDetector } from './train.js';
 
 export interface DetectionTaskInput {
   config: DetectionConfig;
@@ -39,11 +39,14 @@ export async function runDetectionTask(t: DetectionTaskInput): Promise<Detection
   const c = t.config;
   const objects = (s: EvalSample[]) => s.reduce((a, x) => a + x.labels.length, 0);
   if (objects(t.train) === 0) throw new BadInputError('detection needs training samples with boxes (the training split has no objects)', 'evaluation.tasks');
+  if (c.masks && t.evalSamples.some((s) => s.masks.some((m) => !m))) {
+    throw new BadInputError('detection.masks needs an instance mask on every eval object (this dataset has objects without one)', 'evaluation.detection.masks');
+  }
   const model = c.mode === 'finetune' ? await t.loadCopy() : t.model;
   try {
     const { detector, finalLoss, secondsPerEpoch, positivesPerImage } = await trainDetector(
       model,
-      t.train.map((s) => ({ pixels: s.pixels, boxes: s.boxes, labels: s.labels, iscrowd: s.iscrowd })),
+      t.train.map((s) => ({ pixels: s.pixels, boxes: s.boxes, labels: s.labels, iscrowd: s.iscrowd, masks: s.masks })),
       t.imageSize,
       t.classes.length,
       {
@@ -58,6 +61,7 @@ export async function runDetectionTask(t: DetectionTaskInput): Promise<Detection
         groups: c.groupNormGroups,
         centerSampleRadius: c.centerSampleRadius,
         focal: { alpha: c.focalAlpha, gamma: c.focalGamma },
+        masks: c.masks ? { resolution: c.maskResolution, convs: c.maskConvs } : null,
         seed: t.seed,
         checkpointer: t.checkpointer,
         signal: t.signal,
@@ -68,20 +72,22 @@ export async function runDetectionTask(t: DetectionTaskInput): Promise<Detection
       const t0 = performance.now();
       const detections = detect(model, detector, t.evalSamples.map((s) => s.pixels), t.batchSize, c);
       const evalSeconds = (performance.now() - t0) / 1000;
-      const scores = scoreDetections(t.evalSamples, detections, t.classes);
+      const scores = scoreDetections(t.evalSamples, detections, t.classes, t.imageSize);
+      const masks = c.masks ? scoreMasks(t.evalSamples, detections, t.classes, t.imageSize) : null;
       return {
         metrics: {
           ...scores.metrics,
+          ...masks?.metrics,
           'det.finalLoss': finalLoss,
           'det.secondsPerEpoch': secondsPerEpoch.length ? secondsPerEpoch.reduce((a, b) => a + b, 0) / secondsPerEpoch.length : NaN,
           'det.imagesPerSecond': t.evalSamples.length / Math.max(evalSeconds, 1e-9),
           'det.positivesPerImage': positivesPerImage,
         },
-        perClass: { mode: c.mode, ...scores.perClass },
+        perClass: { mode: c.mode, ...scores.perClass, ...(masks ? { maskAP: masks.AP } : {}) },
         predictions: scores.predictions,
       };
     } finally {
-      detector.head.params.dispose();
+      disposeDetector(detector);
     }
   } finally {
     if (model !== t.model) model.dispose();

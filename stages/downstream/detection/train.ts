@@ -7,12 +7,17 @@
  *
  * 'frozen' caches the backbone's C3-C5 maps for every training image once (BN in eval mode), so an
  * epoch only runs the pyramid and head; 'finetune' runs the backbone in training mode every step.
+ * With `masks`, the mask branch (mask-head.ts) is trained with the same steps on the batch's
+ * ground-truth boxes and its loss is added; at inference it predicts a mask for every detection.
  */
 import { tf } from '../../../core/tf.js';
 import type { ResNet } from '../../engine/resnet.js';
 import { trainLoop, type EpochCheckpointer } from '../training.js';
+import type { Xyxy } from './boxes.js';
 import { FcosHead, type FcosHeadConfig } from './head.js';
 import { fcosLosses, type FocalOptions } from './loss.js';
+import { MaskHead, maskLoss } from './mask-head.js';
+import { maskTarget, pasteMask } from './masks.js';
 import { locationGrid, pyramidLevels, type LocationGrid } from './points.js';
 import { postprocessImage, type Detection, type PostprocessOptions } from './postprocess.js';
 import { assignTargets, type GroundTruthBoxes, type LocationTargets } from './targets.js';
@@ -20,6 +25,14 @@ import { assignTargets, type GroundTruthBoxes, type LocationTargets } from './ta
 export interface DetectionSample extends GroundTruthBoxes {
   /** size x size x 3 normalised HWC pixels. */
   pixels: Float32Array;
+  /** Per object: size x size row-major 0/1 mask, or null; only read by the mask branch. */
+  masks?: Array<Uint8Array | null>;
+}
+
+export interface MaskBranchOptions {
+  /** RoI side M of the mask logits (Mask R-CNN: 28 from 14x14 RoIs; 14 suits 64-128 px images). */
+  resolution: number;
+  convs: number;
 }
 
 export interface DetectorOptions {
@@ -35,6 +48,8 @@ export interface DetectorOptions {
   groups: number;
   centerSampleRadius: number;
   focal: FocalOptions;
+  /** Train and run the mask branch; null = boxes only. */
+  masks?: MaskBranchOptions | null;
   seed: number;
   checkpointer?: EpochCheckpointer;
   signal?: AbortSignal;
@@ -49,6 +64,7 @@ export interface Detector {
   stageIndices: number[];
   size: number;
   numClasses: number;
+  maskHead: MaskHead | null;
 }
 
 /** The backbone stages a detector uses: C3-C5, or all stages of a shallower net. */
@@ -65,7 +81,7 @@ function stageMapSizes(model: ResNet, stageIndices: number[], size: number): Arr
   });
 }
 
-export function buildDetector(model: ResNet, size: number, numClasses: number, o: Pick<DetectorOptions, 'channels' | 'towerConvs' | 'groups' | 'seed'>): Detector {
+export function buildDetector(model: ResNet, size: number, numClasses: number, o: Pick<DetectorOptions, 'channels' | 'towerConvs' | 'groups' | 'seed' | 'masks'>): Detector {
   const stageIndices = detectionStages(model);
   const grid = locationGrid(pyramidLevels(size, stageMapSizes(model, stageIndices, size)));
   const config: FcosHeadConfig = {
@@ -76,7 +92,32 @@ export function buildDetector(model: ResNet, size: number, numClasses: number, o
     groups: o.groups,
     priorProbability: 0.01,
   };
-  return { head: new FcosHead(config, o.seed), grid, stageIndices, size, numClasses };
+  const maskHead = o.masks ? new MaskHead({ channels: o.channels, numClasses, resolution: o.masks.resolution, convs: o.masks.convs, stride: grid.levels[0]!.stride }, o.seed) : null;
+  return { head: new FcosHead(config, o.seed), grid, stageIndices, size, numClasses, maskHead };
+}
+
+/** Releases the detector's own weights (not the backbone's). */
+export function disposeDetector(d: Detector): void {
+  d.head.params.dispose();
+  d.maskHead?.params.dispose();
+}
+
+interface MaskRoi {
+  box: Xyxy;
+  label: number;
+  target: Float32Array;
+}
+
+/** Mask-branch training RoIs of one image: its non-crowd objects that have a mask and a box of positive size. */
+function maskRois(s: DetectionSample, size: number, resolution: number): MaskRoi[] {
+  const rois: MaskRoi[] = [];
+  s.labels.forEach((label, g) => {
+    const mask = s.masks?.[g];
+    const box: Xyxy = [s.boxes[g * 4]!, s.boxes[g * 4 + 1]!, s.boxes[g * 4 + 2]!, s.boxes[g * 4 + 3]!];
+    if (!mask || s.iscrowd?.[g] || box[2] <= box[0] || box[3] <= box[1]) return;
+    rois.push({ box, label, target: maskTarget(mask, size, size, box, resolution) });
+  });
+  return rois;
 }
 
 /** Stacks per-image targets of a batch into the loss's tensors. */
@@ -136,10 +177,11 @@ export async function trainDetector(
   o: DetectorOptions,
 ): Promise<{ detector: Detector; finalLoss: number; secondsPerEpoch: number[]; positivesPerImage: number }> {
   const detector = buildDetector(model, size, numClasses, o);
-  const { head, grid, stageIndices } = detector;
+  const { head, grid, stageIndices, maskHead } = detector;
   const targets = train.map((s) => assignTargets(grid, s, { centerSampleRadius: o.centerSampleRadius }));
   const positivesPerImage = targets.reduce((a, t) => a + t.numPositive, 0) / Math.max(1, targets.length);
-  const headVars = [...head.params.vars].map(([k, v]) => [`detector.${k}`, v] as const);
+  const rois = maskHead ? train.map((s) => maskRois(s, size, maskHead.config.resolution)) : [];
+  const headVars = [...head.params.vars, ...(maskHead?.params.vars ?? [])].map(([k, v]) => [`detector.${k}`, v] as const);
   const params = o.mode === 'finetune' ? new Map([...model.params.vars, ...headVars]) : new Map(headVars);
   const cachedFeatures = o.mode === 'frozen' ? cacheStageFeatures(model, train, stageIndices, size, o.batchSize) : null;
   const result = await trainLoop({
@@ -162,7 +204,15 @@ export async function trainDetector(
             return stageIndices.map((i) => out.stages[i]!);
           })();
       const t = batchTargets(indices.map((i) => targets[i]!), grid.count);
-      return fcosLosses(head.apply(stages), t, o.focal).total;
+      const out = head.apply(stages);
+      const boxLoss = fcosLosses(out, t, o.focal).total;
+      const batchRois = indices.flatMap((i, j) => (maskHead ? rois[i]!.map((r) => ({ ...r, image: j })) : []));
+      if (!maskHead || batchRois.length === 0) return boxLoss;
+      const M = maskHead.config.resolution;
+      const logits = maskHead.apply(out.pyramid[0]!, batchRois.map((r) => [r.image, ...r.box]), batchRois.map((r) => r.label));
+      const maskTargets = new Float32Array(batchRois.length * M * M);
+      batchRois.forEach((r, k) => maskTargets.set(r.target, k * M * M));
+      return tf.add(boxLoss, maskLoss(logits, tf.tensor3d(maskTargets, [batchRois.length, M, M]))) as tf.Scalar;
     },
   });
   return { detector, finalLoss: result.finalLoss, secondsPerEpoch: result.secondsPerEpoch, positivesPerImage };
@@ -174,16 +224,36 @@ export function detect(model: ResNet, detector: Detector, pixels: Float32Array[]
   const out: Detection[][] = [];
   for (let s = 0; s < pixels.length; s += batchSize) {
     const chunk = pixels.slice(s, s + batchSize);
+    let finest: tf.Tensor4D | null = null;
     const [cls, ltrb, ctr] = tf.tidy(() => {
       const x = stackPixels(chunk.map((p) => ({ pixels: p })), size);
       const stages = model.apply(x, { training: false }).stages;
       const r = detector.head.apply(detector.stageIndices.map((i) => stages[i]!));
+      if (detector.maskHead) finest = tf.keep(r.pyramid[0]!);
       return [r.classLogits.dataSync() as Float32Array, r.ltrb.dataSync() as Float32Array, r.centernessLogits.dataSync() as Float32Array];
     });
     const n = grid.count;
+    const chunkDetections: Detection[][] = [];
     for (let j = 0; j < chunk.length; j++) {
-      out.push(postprocessImage(grid, numClasses, cls.subarray(j * n * numClasses, (j + 1) * n * numClasses), ltrb.subarray(j * n * 4, (j + 1) * n * 4), ctr.subarray(j * n, (j + 1) * n), size, o));
+      chunkDetections.push(postprocessImage(grid, numClasses, cls.subarray(j * n * numClasses, (j + 1) * n * numClasses), ltrb.subarray(j * n * 4, (j + 1) * n * 4), ctr.subarray(j * n, (j + 1) * n), size, o));
     }
+    if (finest) {
+      addMasks(detector, finest, chunkDetections);
+      (finest as tf.Tensor4D).dispose();
+    }
+    out.push(...chunkDetections);
   }
   return out;
+}
+
+/** Mask of every detection from the mask branch, pasted into the image at its box. */
+function addMasks(detector: Detector, finest: tf.Tensor4D, perImage: Detection[][]): void {
+  const maskHead = detector.maskHead!;
+  const M = maskHead.config.resolution;
+  const flat = perImage.flatMap((dets, j) => dets.map((d) => ({ d, image: j })));
+  if (flat.length === 0) return;
+  const probabilities = tf.tidy(() => tf.sigmoid(maskHead.apply(finest, flat.map(({ d, image }) => [image, ...d.box]), flat.map(({ d }) => d.label))).dataSync() as Float32Array);
+  flat.forEach(({ d }, k) => {
+    d.mask = pasteMask(probabilities.subarray(k * M * M, (k + 1) * M * M), M, d.box, detector.size, detector.size);
+  });
 }
