@@ -90,7 +90,14 @@ async function runMember(member: SuiteMember, workflowId: string): Promise<Membe
       taskQueue: CPU_QUEUE,
       args: [{ config: member.config, configHash: member.configHash }],
     });
-    return { ...base, status: 'completed', metrics: result.metrics, reportUrl: result.reportUrl };
+    return {
+      ...base,
+      status: 'completed',
+      metrics: result.metrics,
+      baselineMetrics: result.baselineMetrics,
+      ...(result.supervisedMetrics ? { supervisedMetrics: result.supervisedMetrics } : {}),
+      reportUrl: result.reportUrl,
+    };
   } catch (err) {
     return { ...base, status: 'failed', error: innermostMessage(err) };
   }

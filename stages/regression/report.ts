@@ -11,6 +11,7 @@ import type { Baseline, ConfigChange, NightlyRecord } from './records.js';
 import { describeCodeVersion } from './provenance.js';
 import type { CodeVersion, MemberOutcome } from './types.js';
 import type { MetricComparison, Verdict } from './verdict.js';
+import { comparisonTable } from './comparison.js';
 
 export interface RegressionReportData {
   suite: string;
@@ -67,6 +68,17 @@ export function renderRegressionHtml(d: RegressionReportData): string {
     )
     .join('\n');
   const plots = d.comparisons.map((c) => `<figure class="trend">${trendPlot(c, d.trend)}</figure>`).join('\n');
+  const table = comparisonTable(d.members);
+  const comparison = table.rows.length
+    ? `<table id="method-comparison"><tr><th>series</th><th>backbone</th>${table.metrics.map((m) => `<th>${esc(m)}</th>`).join('')}</tr>${table.rows
+        .map(
+          (r) =>
+            `<tr><td>${esc(r.series)}</td><td>${esc(r.backbone)}</td>${table.metrics
+              .map((m) => (r.cells[m] ? `<td>${num(r.cells[m]!.mean)} ± ${num(r.cells[m]!.std)} (n=${r.cells[m]!.n})</td>` : '<td>–</td>'))
+              .join('')}</tr>`,
+        )
+        .join('')}</table>`
+    : '<p id="method-comparison">no member finished</p>';
   const changes = d.configChanges.length
     ? `<table id="config-diff"><tr><th>member</th><th>field</th><th>baseline</th><th>now</th></tr>${d.configChanges
         .map((c) => `<tr><td>${esc(c.member)}</td><td><code>${esc(c.path)}</code></td><td>${esc(JSON.stringify(c.before) ?? '–')}</td><td>${esc(JSON.stringify(c.after) ?? '–')}</td></tr>`)
@@ -85,6 +97,8 @@ export function renderRegressionHtml(d: RegressionReportData): string {
 <p>suite run ${link(d.workflowId)}, started ${esc(d.startedAt)}; suite hash <code>${esc(d.suiteHash)}</code>; code ${esc(describeCodeVersion(d.codeVersion))}</p>
 <p>${baseline}</p>
 ${warnings}
+<h2>Methods and baselines (mean ± std over seeds)</h2>
+${comparison}
 <h2>Metrics against the baseline</h2>
 <table id="comparisons"><tr><th>series</th><th>metric</th><th>baseline mean ± std</th><th>now mean ± std</th><th>delta</th><th>band</th><th>verdict</th><th>why</th></tr>
 ${rows}

@@ -23,6 +23,9 @@ export interface MemberOutcome {
   status: 'completed' | 'failed';
   /** Quality and diagnostic metrics of the pretrained backbone, as the reproduction returned them. */
   metrics?: Record<string, number>;
+  /** The same evaluation of a random-init backbone, and of the supervised baseline (when trained). */
+  baselineMetrics?: Record<string, number>;
+  supervisedMetrics?: Record<string, number>;
   reportUrl?: string;
   error?: string;
 }
