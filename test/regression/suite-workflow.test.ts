@@ -149,7 +149,7 @@ describe.skipIf(!toolsInstalled())('suite workflow (dev server, mocked reproduct
     const html = Buffer.from(await store.get(result.reportKey)).toString();
     expect(html).toContain('http://ui.test/namespaces/default/workflows/suite-first-densecl-synthetic-tiny-s1');
     // The comparison over the two seeds that finished: method, random init and supervised.
-    expect(html).toMatch(/<tr><td>densecl-synthetic-tiny<\/td><td>supervised<\/td><td>0\.7000 ± 0\.0000 \(n=2\)<\/td><\/tr>/);
+    expect(html).toMatch(/<tr><td>densecl@synthetic-tiny<\/td><td>supervised<\/td><td>0\.7000 ± 0\.0000 \(n=2\)<\/td><\/tr>/);
     expect(html).toMatch(/<td>random init<\/td><td>0\.3000 ± 0\.0000 \(n=2\)<\/td>/);
   });
 
