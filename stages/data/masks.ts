@@ -4,6 +4,7 @@
  * run of zeros, and its compact string form stores each run as a delta to the run two places
  * earlier in 5-bit groups offset by 48 (pycocotools maskApi.c rleToString/rleFrString).
  */
+import { BadInputError } from '../../core/errors.js';
 
 /** COCO RLE as it appears in instances JSON: compressed (string) or uncompressed (number[]) counts. */
 export interface CocoRle {
@@ -11,8 +12,10 @@ export interface CocoRle {
   counts: string | number[];
 }
 
-export function maskToRuns(mask: Uint8Array, height: number, width: number): number[] {
-  if (mask.length !== height * width) throw new Error(`mask has ${mask.length} pixels, expected ${height}x${width}`);
+export function maskToRuns(mask: ArrayLike<number>, height: number, width: number): number[] {
+  if (mask.length !== height * width) {
+    throw new BadInputError(`mask has ${mask.length} pixels, expected ${height}x${width}=${height * width}`, 'mask');
+  }
   const runs: number[] = [];
   let current = 0;
   let run = 0;
@@ -36,21 +39,23 @@ export function runsToMask(runs: readonly number[], height: number, width: numbe
   let pos = 0;
   let value = 0;
   for (const run of runs) {
-    if (run < 0 || pos + run > height * width) throw new Error(`RLE runs overflow a ${height}x${width} mask`);
+    if (!Number.isInteger(run) || run < 0 || pos + run > height * width) {
+      throw new BadInputError(`RLE runs overflow a ${height}x${width} mask`, 'counts');
+    }
     if (value) {
       for (let p = pos; p < pos + run; p++) {
         const x = Math.floor(p / height);
-        const y = p - x * height;
-        mask[y * width + x] = 1;
+        mask[(p - x * height) * width + x] = 1;
       }
     }
     pos += run;
     value ^= 1;
   }
-  if (pos !== height * width) throw new Error(`RLE runs cover ${pos} pixels, expected ${height * width}`);
+  if (pos !== height * width) throw new BadInputError(`RLE runs cover ${pos} pixels, expected ${height * width}`, 'counts');
   return mask;
 }
 
+/** maskApi.c rleToString. Arithmetic right shift is done with floor division so runs up to 2^53 stay exact. */
 export function runsToString(runs: readonly number[]): string {
   let s = '';
   for (let i = 0; i < runs.length; i++) {
@@ -58,8 +63,8 @@ export function runsToString(runs: readonly number[]): string {
     if (i > 2) x -= runs[i - 2]!;
     let more = true;
     while (more) {
-      let c = x & 0x1f;
-      x >>= 5; // arithmetic shift: negative deltas end when only sign bits remain
+      let c = ((x % 32) + 32) % 32;
+      x = Math.floor(x / 32);
       more = c & 0x10 ? x !== -1 : x !== 0;
       if (more) c |= 0x20;
       s += String.fromCharCode(c + 48);
@@ -68,6 +73,7 @@ export function runsToString(runs: readonly number[]): string {
   return s;
 }
 
+/** maskApi.c rleFrString, with the 5-bit groups accumulated by multiplication (no 32-bit shift overflow). */
 export function stringToRuns(s: string): number[] {
   const runs: number[] = [];
   let p = 0;
@@ -76,14 +82,14 @@ export function stringToRuns(s: string): number[] {
     let k = 0;
     let more = true;
     while (more) {
-      if (p >= s.length) throw new Error('truncated RLE string');
+      if (p >= s.length) throw new BadInputError(`compressed RLE ends inside a run (at character ${p})`, 'counts');
       const c = s.charCodeAt(p) - 48;
-      if (c < 0 || c > 63) throw new Error(`invalid RLE character ${JSON.stringify(s[p])}`);
-      x |= (c & 0x1f) << (5 * k);
+      if (c < 0 || c > 63) throw new BadInputError(`compressed RLE has an invalid character at ${p}`, 'counts');
+      x += (c & 0x1f) * 2 ** (5 * k);
       more = (c & 0x20) !== 0;
       p++;
       k++;
-      if (!more && c & 0x10) x |= -1 << (5 * k);
+      if (!more && c & 0x10) x -= 2 ** (5 * k); // sign-extend: the top group's 0x10 bit is the sign
     }
     if (runs.length > 2) x += runs[runs.length - 2]!;
     runs.push(x);

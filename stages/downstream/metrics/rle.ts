@@ -5,12 +5,9 @@
  * row-major Uint8Arrays (non-zero = object) of height*width, so encoding transposes on the fly.
  */
 import { BadInputError } from '../../../core/errors.js';
+import { maskToRuns, runsToMask, runsToString, stringToRuns, type CocoRle } from '../../data/masks.js';
 
-/** COCO RLE as it appears in JSON: compressed (string) or uncompressed (number[]) counts. */
-export interface CocoRle {
-  size: [number, number]; // [height, width]
-  counts: string | number[];
-}
+export type { CocoRle } from '../../data/masks.js';
 
 /** The decoded form every computation here works on. */
 export interface Rle {
@@ -19,91 +16,20 @@ export interface Rle {
   counts: number[];
 }
 
+/** Column-major runs of a row-major mask; the codec itself lives with the data formats (stages/data/masks.ts). */
 export function rleEncode(mask: ArrayLike<number>, height: number, width: number): Rle {
-  if (mask.length !== height * width) {
-    throw new BadInputError(`mask has ${mask.length} pixels, expected ${height}x${width}=${height * width}`, 'mask');
-  }
-  const counts: number[] = [];
-  let previous = 0;
-  let run = 0;
-  for (let x = 0; x < width; x++) {
-    for (let y = 0; y < height; y++) {
-      const value = mask[y * width + x] ? 1 : 0;
-      if (value !== previous) {
-        counts.push(run);
-        run = 0;
-        previous = value;
-      }
-      run++;
-    }
-  }
-  counts.push(run);
-  return { height, width, counts };
+  return { height, width, counts: maskToRuns(mask, height, width) };
 }
 
 export function rleDecode(rle: Rle): Uint8Array {
-  const { height, width } = rle;
-  const mask = new Uint8Array(height * width);
-  let pos = 0;
-  let value = 0;
-  for (const run of rle.counts) {
-    if (!Number.isInteger(run) || run < 0 || pos + run > height * width) {
-      throw new BadInputError(`RLE runs overflow a ${height}x${width} mask`, 'counts');
-    }
-    if (value) {
-      for (let p = pos; p < pos + run; p++) {
-        const x = Math.floor(p / height);
-        mask[(p - x * height) * width + x] = 1;
-      }
-    }
-    pos += run;
-    value ^= 1;
-  }
-  if (pos !== height * width) throw new BadInputError(`RLE runs cover ${pos} pixels, expected ${height * width}`, 'counts');
-  return mask;
+  return runsToMask(rle.counts, rle.height, rle.width);
 }
 
-/** maskApi.c rleToString. Arithmetic right shift is done with floor division so runs up to 2^53 stay exact. */
-export function rleToString(counts: readonly number[]): string {
-  let s = '';
-  for (let i = 0; i < counts.length; i++) {
-    let x = counts[i]!;
-    if (i > 2) x -= counts[i - 2]!;
-    let more = true;
-    while (more) {
-      let c = ((x % 32) + 32) % 32;
-      x = Math.floor(x / 32);
-      more = c & 0x10 ? x !== -1 : x !== 0;
-      if (more) c |= 0x20;
-      s += String.fromCharCode(c + 48);
-    }
-  }
-  return s;
-}
+/** maskApi.c rleToString. */
+export const rleToString = runsToString;
 
-/** maskApi.c rleFrString, with the 5-bit groups accumulated by multiplication (no 32-bit shift overflow). */
-export function rleFromString(s: string): number[] {
-  const counts: number[] = [];
-  let p = 0;
-  while (p < s.length) {
-    let x = 0;
-    let k = 0;
-    let more = true;
-    while (more) {
-      if (p >= s.length) throw new BadInputError(`compressed RLE ends inside a run (at character ${p})`, 'counts');
-      const c = s.charCodeAt(p) - 48;
-      if (c < 0 || c > 63) throw new BadInputError(`compressed RLE has an invalid character at ${p}`, 'counts');
-      x += (c & 0x1f) * 2 ** (5 * k);
-      more = (c & 0x20) !== 0;
-      p++;
-      k++;
-      if (!more && c & 0x10) x -= 2 ** (5 * k); // sign-extend: the top group's 0x10 bit is the sign
-    }
-    if (counts.length > 2) x += counts[counts.length - 2]!;
-    counts.push(x);
-  }
-  return counts;
-}
+/** maskApi.c rleFrString. */
+export const rleFromString = stringToRuns;
 
 export function toCocoRle(rle: Rle): CocoRle {
   return { size: [rle.height, rle.width], counts: rleToString(rle.counts) };
