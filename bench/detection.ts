@@ -1,6 +1,7 @@
 // FCOS detection timings on the built-in shapes-clutter 'tiny' benchmark (64 px, 96 train / 16 val
 // images, 2-5 objects of 8 classes): one evaluation-stage run per mode, reporting seconds per
-// fine-tuning epoch, eval images/s (backbone + head + post-processing) and the COCO box metrics.
+// fine-tuning epoch, eval images/s (backbone + head + post-processing [+ masks]) and the COCO box
+// (and, with masks, segm) metrics.
 // Usage: npm run bench -- detection [epochs] [arch]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,12 +24,17 @@ export async function main(args: string[]): Promise<BenchResult> {
     const quiet = () => localContext(store);
     const shards = await runStage(shardStage, quiet(), {}, shardConfigSchema.parse({ source: { kind: 'synthetic', size: 'tiny', seed: 0 } }));
     const dataset = { stage: 'dataset', hash: shards.ref.hash, manifestKey: shards.ref.result.datasetManifestKey, result: shards.ref.result };
-    for (const mode of ['finetune', 'frozen'] as const) {
-      const cfg = evaluationConfigSchema.parse({ tasks: ['detection'], imageSize: 64, backbone: { arch }, detection: { mode, epochs } });
+    const runs = [
+      { name: 'finetune', detection: { mode: 'finetune' } },
+      { name: 'frozen', detection: { mode: 'frozen' } },
+      { name: 'finetune + masks', detection: { mode: 'finetune', masks: true } },
+    ];
+    for (const { name: mode, detection } of runs) {
+      const cfg = evaluationConfigSchema.parse({ tasks: ['detection'], imageSize: 64, backbone: { arch }, detection: { ...detection, epochs } });
       const t0 = performance.now();
       const { ref } = await runStage(evaluationStage, quiet(), { dataset, backbone: null }, cfg);
       const m = ref.result.metrics;
-      const pick = Object.fromEntries(Object.entries(m).filter(([k]) => k.startsWith('det.') || k.startsWith('eval.')));
+      const pick = Object.fromEntries(Object.entries(m).filter(([k]) => k.startsWith('det.') || k.startsWith('mask.') || k.startsWith('eval.')));
       rows.push({ case: `detection ${mode} (${epochs} epochs)`, ours: { totalSeconds: (performance.now() - t0) / 1000, ...pick } });
     }
   } finally {

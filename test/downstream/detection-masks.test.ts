@@ -67,6 +67,11 @@ describe('mask branch training', () => {
     const boxes = scoreDetections(scenes, detections, ['r', 'g', 'b'], size);
     expect(boxes.metrics['det.AP50']).toBeGreaterThan(0.5);
     expect(boxes.predictions[0]!.detections[0]!.segmentation?.size).toEqual([size, size]);
+    // With a cap of 1 mask per image only each image's best detection gets one; segm scores just those.
+    const capped = detect(model, { ...detector, maskMaxDetections: 1 }, scenes.map((s) => s.pixels), 8, { scoreThreshold: 0.05, preNmsTopK: 1000, nmsIou: 0.6, maxDetections: 100 });
+    expect(capped.map((list) => list.filter((d) => d.mask).length)).toEqual(capped.map((list) => Math.min(1, list.length)));
+    expect(capped.every((list) => list.length === 0 || list[0]!.mask)).toBe(true);
+    expect(scoreMasks(scenes, capped, ['r', 'g', 'b'], size).metrics['mask.AR100']).toBeLessThanOrEqual(masks.metrics['mask.AR100']);
     disposeDetector(detector);
     model.dispose();
   });

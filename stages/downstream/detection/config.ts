@@ -24,6 +24,12 @@ export const detectionConfigSchema = z
     /** Mask logits per RoI side, and conv3x3 + ReLU layers of the mask branch. */
     maskResolution: z.number().int().min(2).max(64).default(14),
     maskConvs: z.number().int().min(0).default(2),
+    /**
+     * Masks are predicted for the best this-many detections of each image only (segm is scored on
+     * those; bbox on all `maxDetections`). RoIAlign + the mask convs cost ~3-8 ms per RoI on this
+     * CPU, and an under-trained detector keeps 100 low-score boxes per image.
+     */
+    maskMaxDetections: z.number().int().min(1).default(25),
     /** Inference: class-probability threshold, candidates per level before NMS, NMS IoU, detections per image. */
     scoreThreshold: z.number().min(0).max(1).default(0.05),
     preNmsTopK: z.number().int().min(1).default(1000),

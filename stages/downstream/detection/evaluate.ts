@@ -67,9 +67,10 @@ export function scoreDetections(images: ScoredImage[], detections: Detection[][]
 }
 
 /**
- * Instance-mask scores ('mask.AP' ... 'mask.ARl', cocoEvaluate segm) of detections that carry masks.
- * Detections are passed with their segmentation only, no box, so a detection's area is its mask's
- * (pycocotools' loadRes of segm results without 'bbox'). Every ground truth needs a mask.
+ * Instance-mask scores ('mask.AP' ... 'mask.ARl', cocoEvaluate segm) of the detections that carry
+ * masks (the others, below the detector's maskMaxDetections, are left out). Detections are passed
+ * with their segmentation only, no box, so a detection's area is its mask's (pycocotools' loadRes
+ * of segm results without 'bbox'). Every ground truth needs a mask.
  */
 export function scoreMasks(images: ScoredImage[], detections: Detection[][], classes: string[], size: number): { metrics: Record<string, number>; AP: Array<number | null> } {
   const groundTruth: CocoGroundTruth[] = [];
@@ -81,10 +82,7 @@ export function scoreMasks(images: ScoredImage[], detections: Detection[][], cla
     }
   });
   const dts: CocoDetection[] = detections.flatMap((list, i) =>
-    list.map((d) => {
-      if (!d.mask) throw new Error(`scoreMasks: a detection of image ${i} has no mask`);
-      return { imageId: i + 1, categoryId: d.label + 1, score: d.score, segmentation: rleEncode(d.mask, size, size) };
-    }),
+    list.flatMap((d) => (d.mask ? [{ imageId: i + 1, categoryId: d.label + 1, score: d.score, segmentation: rleEncode(d.mask, size, size) }] : [])),
   );
   const result = cocoEvaluate({ imageIds: images.map((_, i) => i + 1), categoryIds: classes.map((_, c) => c + 1), groundTruth, detections: dts, iouType: 'segm' });
   const metrics: Record<string, number> = {};

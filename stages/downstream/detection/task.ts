@@ -61,7 +61,7 @@ export async function runDetectionTask(t: DetectionTaskInput): Promise<Detection
         groups: c.groupNormGroups,
         centerSampleRadius: c.centerSampleRadius,
         focal: { alpha: c.focalAlpha, gamma: c.focalGamma },
-        masks: c.masks ? { resolution: c.maskResolution, convs: c.maskConvs } : null,
+        masks: c.masks ? { resolution: c.maskResolution, convs: c.maskConvs, maxDetections: c.maskMaxDetections } : null,
         seed: t.seed,
         checkpointer: t.checkpointer,
         signal: t.signal,

@@ -33,6 +33,8 @@ export interface MaskBranchOptions {
   /** RoI side M of the mask logits (Mask R-CNN: 28 from 14x14 RoIs; 14 suits 64-128 px images). */
   resolution: number;
   convs: number;
+  /** Inference: masks for this many best detections per image (the rest keep no mask). */
+  maxDetections?: number;
 }
 
 export interface DetectorOptions {
@@ -65,6 +67,8 @@ export interface Detector {
   size: number;
   numClasses: number;
   maskHead: MaskHead | null;
+  /** Detections per image that get a mask (score order). */
+  maskMaxDetections: number;
 }
 
 /** The backbone stages a detector uses: C3-C5, or all stages of a shallower net. */
@@ -93,7 +97,7 @@ export function buildDetector(model: ResNet, size: number, numClasses: number, o
     priorProbability: 0.01,
   };
   const maskHead = o.masks ? new MaskHead({ channels: o.channels, numClasses, resolution: o.masks.resolution, convs: o.masks.convs, stride: grid.levels[0]!.stride }, o.seed) : null;
-  return { head: new FcosHead(config, o.seed), grid, stageIndices, size, numClasses, maskHead };
+  return { head: new FcosHead(config, o.seed), grid, stageIndices, size, numClasses, maskHead, maskMaxDetections: o.masks?.maxDetections ?? Infinity };
 }
 
 /** Releases the detector's own weights (not the backbone's). */
@@ -250,7 +254,8 @@ export function detect(model: ResNet, detector: Detector, pixels: Float32Array[]
 function addMasks(detector: Detector, finest: tf.Tensor4D, perImage: Detection[][]): void {
   const maskHead = detector.maskHead!;
   const M = maskHead.config.resolution;
-  const flat = perImage.flatMap((dets, j) => dets.map((d) => ({ d, image: j })));
+  // Detections are in score order, so the first maskMaxDetections are the best.
+  const flat = perImage.flatMap((dets, j) => dets.slice(0, detector.maskMaxDetections).map((d) => ({ d, image: j })));
   if (flat.length === 0) return;
   const probabilities = tf.tidy(() => tf.sigmoid(maskHead.apply(finest, flat.map(({ d, image }) => [image, ...d.box]), flat.map(({ d }) => d.label))).dataSync() as Float32Array);
   flat.forEach(({ d }, k) => {
