@@ -12,7 +12,7 @@ describe('tensor backend', () => {
 
   it('trains a conv layer natively (both conv gradients are native kernels)', async () => {
     await initBackend('tensorflow');
-    const x = tf.randomNormal([8, 16, 16, 3], 0, 1, 'float32', 1);
+    const x = tf.randomNormal([8, 16, 16, 3], 0, 1, 'float32', 1) as tf.Tensor4D;
     const w = tf.variable(tf.randomNormal([3, 3, 3, 4], 0, 0.1, 'float32', 2));
     const before = tf.memory().numTensors;
     const losses: number[] = [];

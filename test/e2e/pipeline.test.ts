@@ -9,13 +9,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
-import { projectRoot, readServices, type LocalServices } from '../../cli/env.js';
-import { down, isAlive, startTemporal, startWorker, up } from '../../cli/services.js';
-import { connectClient } from '../../cli/client.js';
+import { projectRoot, readServices } from '../../cli/env.js';
+import { isAlive, startTemporal, startWorker } from '../../cli/services.js';
 import { describeRun, resumeRun, runEvents, runInput, startRun, type RunStatus } from '../../cli/runs.js';
 import { parseRunConfig, type RunConfig } from '../../core/config.js';
 import { openStore } from '../../core/store/index.js';
-import { isolatedHome, toolsInstalled } from '../helpers/servers.js';
+import { startLocalStack, toolsInstalled, waitFor, type LocalStack } from '../helpers/servers.js';
 
 const built = existsSync(join(projectRoot(), 'dist', 'workflow-bundle.js'));
 
@@ -48,16 +47,6 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
   return out;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 async function finished(client: Client, workflowId: string, timeoutMs = 240_000): Promise<RunStatus> {
   return waitFor(
     `run ${workflowId} to close`,
@@ -72,30 +61,16 @@ async function finished(client: Client, workflowId: string, timeoutMs = 240_000)
 const stepStatus = (s: RunStatus) => Object.fromEntries((s.progress?.stages ?? s.result?.stages ?? []).map((x) => [x.step, x.status]));
 
 describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Temporal, real S3, worker processes)', () => {
-  let env: Awaited<ReturnType<typeof isolatedHome>>;
+  let stack: LocalStack;
   let client: Client;
-  let closeClient: () => Promise<void>;
-  let services: LocalServices;
-  const savedEnv = { ...process.env };
 
   beforeAll(async () => {
-    env = await isolatedHome('e2e');
-    process.env.DENSEPIPE_HOME = env.home;
-    delete process.env.TEMPORAL_ADDRESS;
-    delete process.env.DENSEPIPE_S3_ENDPOINT;
-    services = await up({ temporalPort: env.temporalPort, s3Port: env.s3Port });
-    // The test process talks to the same local S3 as the workers.
-    process.env.DENSEPIPE_S3_ENDPOINT = services.s3!.endpoint;
-    process.env.AWS_ACCESS_KEY_ID = services.s3!.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = services.s3!.secretAccessKey;
-    ({ client, close: closeClient } = await connectClient());
+    stack = await startLocalStack('e2e');
+    client = stack.client;
   }, 240_000);
 
   afterAll(async () => {
-    await closeClient?.();
-    await down();
-    process.env = savedEnv;
-    env?.cleanup();
+    await stack?.stop();
   }, 120_000);
 
   let firstRun: RunStatus;
@@ -184,8 +159,8 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     process.kill(gpu.pid, 'SIGKILL');
     await waitFor('the gpu worker to die', async () => (isAlive(gpu.pid) ? undefined : true), 10_000);
     const current = readServices();
-    await startWorker(current, env.home, 'gpu');
-    writeFileSync(join(env.home, 'services.json'), JSON.stringify(current, null, 2));
+    await startWorker(current, stack.env.home, 'gpu');
+    writeFileSync(join(stack.env.home, 'services.json'), JSON.stringify(current, null, 2));
     const done = await finished(client, handle.workflowId);
     expect(done.status).toBe('COMPLETED');
     const resumedFrom = (done as RunStatus & { result: { stages: unknown } }).result;
@@ -207,16 +182,16 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     process.kill(-s.temporal!.pid, 'SIGKILL');
     await waitFor('the dev server to stop', async () => (isAlive(s.temporal!.pid) ? undefined : true), 10_000);
     delete s.temporal;
-    await startTemporal(s, env.home, env.temporalPort, env.temporalPort + 1000);
-    writeFileSync(join(env.home, 'services.json'), JSON.stringify(s, null, 2));
-    await closeClient();
-    ({ client, close: closeClient } = await connectClient());
+    await startTemporal(s, stack.env.home, stack.env.temporalPort, stack.env.temporalPort + 1000);
+    writeFileSync(join(stack.env.home, 'services.json'), JSON.stringify(s, null, 2));
+    await stack.reconnect();
+    client = stack.client;
     const done = await finished(client, handle.workflowId);
     expect(done.status).toBe('COMPLETED');
   });
 
   it('refuses an invalid config before starting anything, naming the field', () => {
-    const bad = join(env.home, 'bad.yaml');
+    const bad = join(stack.env.home, 'bad.yaml');
     writeFileSync(bad, 'name: e2e\npretrain:\n  batchSize: "32x"\n');
     const res = spawnSync(process.execPath, [join(projectRoot(), 'bin', 'densepipe.js'), 'run', bad], { encoding: 'utf8', env: process.env });
     expect(res.status).toBe(2);

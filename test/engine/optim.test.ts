@@ -18,7 +18,7 @@ const infos = new Map<string, ParamInfo>([
 ]);
 
 function freshParams(): Map<string, tf.Variable> {
-  return new Map([
+  return new Map<string, tf.Variable>([
     ['weight', tf.variable(tf.tensor2d(ref.initial.weight, [3, 4]))],
     ['bias', tf.variable(tf.tensor1d(ref.initial.bias))],
   ]);

@@ -23,7 +23,7 @@ async function referenceLabels(path: string): Promise<Int32Array> {
 }
 
 describe('felzenszwalb vs scikit-image', () => {
-  it.each(reference.felzenszwalbSkimage.map((e: any) => [`${e.image} scale ${e.scale}`, e]))('%s', async (_name, e: any) => {
+  it.each((reference.felzenszwalbSkimage as any[]).map((e: any): [string, any] => [`${e.image} scale ${e.scale}`, e]))('%s', async (_name, e) => {
     const image = images.get(e.image)!;
     const ours = felzenszwalb(image, { variant: 'skimage', scale: e.scale, sigma: e.sigma, minSize: e.minSize });
     expect(Math.abs(ours.count - e.count)).toBeLessThanOrEqual(Math.max(1, Math.round(0.02 * e.count)));
@@ -33,7 +33,7 @@ describe('felzenszwalb vs scikit-image', () => {
 });
 
 describe('felzenszwalb (OpenCV variant) vs cv::ximgproc::GraphSegmentation', () => {
-  it.each(reference.felzenszwalbOpencv.map((e: any) => [`${e.image} k ${e.k}`, e]))('%s', async (_name, e: any) => {
+  it.each((reference.felzenszwalbOpencv as any[]).map((e: any): [string, any] => [`${e.image} k ${e.k}`, e]))('%s', async (_name, e) => {
     const image = images.get(e.image)!;
     const n = image.width * image.height;
     // OpenCV was given BGR planes; the Euclidean distance does not care, but keep the order anyway
@@ -46,7 +46,7 @@ describe('felzenszwalb (OpenCV variant) vs cv::ximgproc::GraphSegmentation', () 
 });
 
 describe('slic vs scikit-image', () => {
-  it.each(reference.slic.map((e: any) => [`${e.image} n ${e.nSegments}`, e]))('%s', async (_name, e: any) => {
+  it.each((reference.slic as any[]).map((e: any): [string, any] => [`${e.image} n ${e.nSegments}`, e]))('%s', async (_name, e) => {
     const image = images.get(e.image)!;
     const ours = slic(image, { nSegments: e.nSegments, compactness: e.compactness, startLabel: 0 });
     expect(ours.count).toBe(e.count);
@@ -63,7 +63,7 @@ function matchedFraction(reference: Box[], ours: Box[], threshold: number): numb
 }
 
 describe('selective search vs OpenCV ximgproc', () => {
-  it.each(reference.selectiveSearch.map((e: any) => [`${e.image} ${e.mode}`, e]))('%s', (_name, e: any) => {
+  it.each((reference.selectiveSearch as any[]).map((e: any): [string, any] => [`${e.image} ${e.mode}`, e]))('%s', (_name, e) => {
     const image = images.get(e.image)!;
     const theirs: Box[] = e.boxes.map((b: number[]) => fromXywh(b[0]!, b[1]!, b[2]!, b[3]!));
     const ours = selectiveSearch(image, { mode: e.mode }).boxes;

@@ -77,7 +77,7 @@ describe('regression report', () => {
       await page.goto(`file://${join(dir, w.htmlKey)}`);
       const drawn = await page.$$eval('#trends svg.plot', (svgs) =>
         svgs.map((svg) => {
-          const paths = [...svg.querySelectorAll('path.series')] as SVGPathElement[];
+          const paths = Array.from(svg.querySelectorAll("path.series")) as SVGPathElement[];
           const box = svg.getBoundingClientRect();
           return { title: svg.getAttribute('aria-label'), width: box.width, paths: paths.map((p) => ({ d: p.getAttribute('d') ?? '', length: p.getTotalLength() })) };
         }),

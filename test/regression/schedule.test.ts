@@ -10,8 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { projectRoot, readServices } from '../../cli/env.js';
-import { down, isAlive, startTemporal, up } from '../../cli/services.js';
-import { connectClient } from '../../cli/client.js';
+import { isAlive, startTemporal } from '../../cli/services.js';
 import { createSchedule, viewSchedule } from '../../cli/schedule.js';
 import { suiteInput } from '../../cli/suite.js';
 import { promoteBaseline } from '../../cli/baseline.js';
@@ -20,20 +19,10 @@ import { loadBaseline } from '../../stages/regression/records.js';
 import { openStore } from '../../core/store/index.js';
 import { parseSuite } from '../../stages/regression/suite-config.js';
 import type { SuiteResult } from '../../stages/regression/types.js';
-import { isolatedHome, toolsInstalled } from '../helpers/servers.js';
+import { startLocalStack, toolsInstalled, waitFor, type LocalStack } from '../helpers/servers.js';
 
 const built = existsSync(join(projectRoot(), 'dist', 'workflow-bundle.js'));
 const CLI = join(projectRoot(), 'bin', 'densepipe.js');
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = await probe().catch(() => undefined);
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 const tinySuite = () =>
   parseSuite(
@@ -55,28 +44,16 @@ const tinySuite = () =>
   );
 
 describe.skipIf(!toolsInstalled() || !built)('nightly schedules on the local Temporal dev server', () => {
-  let env: Awaited<ReturnType<typeof isolatedHome>>;
+  let stack: LocalStack;
   let client: Client;
-  let closeClient: () => Promise<void>;
-  const savedEnv = { ...process.env };
 
   beforeAll(async () => {
-    env = await isolatedHome('regression');
-    process.env.DENSEPIPE_HOME = env.home;
-    delete process.env.TEMPORAL_ADDRESS;
-    delete process.env.DENSEPIPE_S3_ENDPOINT;
-    const services = await up({ temporalPort: env.temporalPort, s3Port: env.s3Port });
-    process.env.DENSEPIPE_S3_ENDPOINT = services.s3!.endpoint;
-    process.env.AWS_ACCESS_KEY_ID = services.s3!.accessKeyId;
-    process.env.AWS_SECRET_ACCESS_KEY = services.s3!.secretAccessKey;
-    ({ client, close: closeClient } = await connectClient());
+    stack = await startLocalStack('regression');
+    client = stack.client;
   }, 240_000);
 
   afterAll(async () => {
-    await closeClient?.();
-    await down();
-    process.env = savedEnv;
-    env?.cleanup();
+    await stack?.stop();
   }, 120_000);
 
   it('a short-interval schedule starts a real suite run that writes its report', async () => {
@@ -114,10 +91,10 @@ describe.skipIf(!toolsInstalled() || !built)('nightly schedules on the local Tem
     process.kill(-s.temporal!.pid, 'SIGKILL');
     await waitFor('the dev server to stop', async () => (isAlive(s.temporal!.pid) ? undefined : true), 10_000);
     delete s.temporal;
-    await startTemporal(s, env.home, env.temporalPort, env.temporalPort + 1000);
-    writeFileSync(join(env.home, 'services.json'), JSON.stringify(s, null, 2));
-    await closeClient();
-    ({ client, close: closeClient } = await connectClient());
+    await startTemporal(s, stack.env.home, stack.env.temporalPort, stack.env.temporalPort + 1000);
+    writeFileSync(join(stack.env.home, 'services.json'), JSON.stringify(s, null, 2));
+    await stack.reconnect();
+    client = stack.client;
 
     const after = viewSchedule(await client.schedule.getHandle('sched-nightly').describe());
     expect(after).toMatchObject({ overlap: 'BUFFER_ONE', catchupWindowMs: 2 * 3600_000, timeZone: 'America/New_York', paused: false, spec: before.spec });
@@ -132,7 +109,7 @@ describe.skipIf(!toolsInstalled() || !built)('nightly schedules on the local Tem
   });
 
   it('the CLI refuses a suite naming an unknown method, naming the file and field', () => {
-    const bad = join(env.home, 'bad-suite.yaml');
+    const bad = join(stack.env.home, 'bad-suite.yaml');
     writeFileSync(bad, 'name: bad\nmethods: [densecl, byol]\nseeds: [0]\ntasks: [knn]\n');
     const res = spawnSync(process.execPath, [CLI, 'schedule', 'create', 'x', '--suite', bad, '--at', '02:30'], { encoding: 'utf8', env: process.env });
     expect(res.status).toBe(2);
