@@ -3,9 +3,10 @@
  *
  *   npm run bench -- orchestration [--config configs/demo.yaml] [--reruns 10]
  *
- * 1. Runs the config once from an empty store: overhead = workflow wall time − the compute time on
- *    the critical path (shard + slowest proposal shard + pretrain + slower of the two evaluations +
- *    report), with each activity's compute time as its stage measured it.
+ * 1. Runs the config once from an empty store: overhead = workflow wall time − the time during which
+ *    at least one activity was executing (the union of their start..close intervals). What is left
+ *    is pure orchestration: task dispatch, workflow tasks, retries' back-off. The sum of the
+ *    stages' own compute time is shown beside it (it exceeds wall time where stages overlap).
  * 2. Re-runs it `reruns` times (every stage cached): dispatch latency = ActivityTaskStarted −
  *    ActivityTaskScheduled over all activities of all runs, p50 and p95.
  * The "reference" column is the goal from the issue (overhead ≤ 2 % of wall time).
@@ -57,10 +58,19 @@ async function activityTimings(client: Client, workflowId: string): Promise<{ wa
   return { wallMs: endMs - startMs, activities: [...byScheduled.values()] };
 }
 
-function criticalPathSeconds(acts: ActivityTiming[]): number {
-  const of = (type: string) => acts.filter((a) => a.type === type).map((a) => a.computeSeconds);
-  const max = (xs: number[]) => (xs.length ? Math.max(...xs) : 0);
-  return max(of('shardDataset')) + max(of('proposeRegions')) + max(of('pretrain')) + max(of('evaluate')) + max(of('writeReport'));
+/** Seconds covered by at least one activity execution. */
+function busySeconds(acts: ActivityTiming[]): number {
+  const spans = acts.map((a) => [a.startedMs, a.closedMs] as const).sort((a, b) => a[0] - b[0]);
+  let busy = 0;
+  let [lo, hi] = [Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY];
+  for (const [s, e] of spans) {
+    if (s > hi) {
+      if (hi > lo) busy += hi - lo;
+      [lo, hi] = [s, e];
+    } else hi = Math.max(hi, e);
+  }
+  if (hi > lo) busy += hi - lo;
+  return busy / 1000;
 }
 
 function percentile(xs: number[], p: number): number {
@@ -90,17 +100,22 @@ export async function main(args: string[]): Promise<BenchResult> {
       const first = await startRun(client, config);
       await waitClosed(client, first.workflowId);
       const cold = await activityTimings(client, first.workflowId);
-      const critical = criticalPathSeconds(cold.activities);
-      const overheadSeconds = cold.wallMs / 1000 - critical;
+      const busy = busySeconds(cold.activities);
+      const stageCompute = cold.activities.reduce((a, x) => a + x.computeSeconds, 0);
+      const overheadSeconds = cold.wallMs / 1000 - busy;
 
-      const latencies: number[] = cold.activities.map((a) => a.startedMs - a.scheduledMs);
+      // Dispatch latency of activities that found a free worker; one that waited for the single gpu
+      // worker to finish another (the supervised baseline behind pretraining) measures queueing.
+      const dispatch = (acts: ActivityTiming[]) =>
+        acts.filter((a) => !acts.some((b) => b !== a && b.type.startsWith('pretrain') && a.type.startsWith('pretrain') && b.startedMs < a.startedMs && b.closedMs > a.scheduledMs)).map((a) => a.startedMs - a.scheduledMs);
+      const latencies: number[] = dispatch(cold.activities);
       const cachedWall: number[] = [];
       for (let i = 0; i < reruns; i++) {
         const h = await startRun(client, config);
         await waitClosed(client, h.workflowId);
         const t = await activityTimings(client, h.workflowId);
         cachedWall.push(t.wallMs / 1000);
-        latencies.push(...t.activities.map((a) => a.startedMs - a.scheduledMs));
+        latencies.push(...dispatch(t.activities));
       }
       return {
         name: 'orchestration',
@@ -108,7 +123,7 @@ export async function main(args: string[]): Promise<BenchResult> {
         rows: [
           {
             case: 'cold run: orchestration overhead',
-            ours: { wallSeconds: cold.wallMs / 1000, criticalPathComputeSeconds: critical, overheadSeconds, overheadPercent: (100 * overheadSeconds) / (cold.wallMs / 1000) },
+            ours: { wallSeconds: cold.wallMs / 1000, activityBusySeconds: busy, sumOfStageComputeSeconds: stageCompute, overheadSeconds, overheadPercent: (100 * overheadSeconds) / (cold.wallMs / 1000) },
             reference: { goalOverheadPercent: 2 },
             speedup: null,
           },
@@ -126,7 +141,10 @@ export async function main(args: string[]): Promise<BenchResult> {
           },
         ],
         perActivity: cold.activities.map((a) => ({ type: a.type, computeSeconds: a.computeSeconds, dispatchMs: a.startedMs - a.scheduledMs, activityWallSeconds: (a.closedMs - a.startedMs) / 1000 })),
-        notes: ['overhead includes worker start of each activity, S3 round trips for manifests, and Temporal task dispatch; compute is what each stage timed itself'],
+        notes: [
+          'overhead = wall time with no activity executing (dispatch, workflow tasks); activity time includes its S3 manifest checks',
+          'dispatch latency = ActivityTaskStarted - ActivityTaskScheduled, leaving out gpu activities that queued behind another gpu activity',
+        ],
       };
     } finally {
       await close();

@@ -48,8 +48,10 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
     retry: { ...retry, maximumAttempts: 20 },
   });
 
-  // Added after runs were recorded: histories from before replay without it (test/workflows/replay).
-  const supervised = patched('supervised-baseline') && config.baselines?.supervised !== false;
+  // Added after runs were recorded (histories from before replay the old path, test/workflows/replay):
+  // the supervised baseline, and baselines that start as soon as the data exists.
+  const baselinesV2 = patched('baselines-v2');
+  const supervised = baselinesV2 && config.baselines?.supervised !== false;
   const steps = supervised
     ? ['shard', 'proposals', 'pretrain', 'pretrain-supervised', 'evaluate', 'evaluate-baseline', 'evaluate-supervised', 'report']
     : ['shard', 'proposals', 'pretrain', 'evaluate', 'evaluate-baseline', 'report'];
@@ -105,23 +107,29 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
     );
   }
 
-  // The supervised baseline needs only the data: it queues on the gpu worker beside pretraining
-  // and is evaluated as soon as it is done.
+  // Pretraining is scheduled first, so the one gpu worker takes it before the supervised baseline,
+  // which needs only the data and is evaluated as soon as it is done.
+  const pretraining = track('pretrain', [
+    () => gpu.pretrain({ store: config.store, pretrain: config.pretrain, dataset: dataset!.ref, proposals: proposals.map((p) => p.ref) }),
+  ]);
   const supervisedEvaluation = supervised
     ? track('pretrain-supervised', [() => gpu.pretrainSupervised({ store: config.store, pretrain: config.pretrain, dataset: dataset!.ref })]).then(([trained]) =>
         track('evaluate-supervised', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: trained!.ref })]),
       )
     : Promise.resolve(null);
-  // Awaited below; this handler only keeps an early failure from counting as unhandled meanwhile.
+  // The random-init baseline needs only the data too: it runs on the cpu workers meanwhile.
+  const evaluateBaseline = () =>
+    track('evaluate-baseline', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: null })]);
+  const earlyBaseline = baselinesV2 ? evaluateBaseline() : null;
+  // Awaited below; these handlers only keep an early failure from counting as unhandled meanwhile.
   supervisedEvaluation.catch(() => undefined);
+  earlyBaseline?.catch(() => undefined);
 
-  const [pretrained] = await track('pretrain', [
-    () => gpu.pretrain({ store: config.store, pretrain: config.pretrain, dataset: dataset!.ref, proposals: proposals.map((p) => p.ref) }),
-  ]);
+  const [pretrained] = await pretraining;
 
   const [evaluation, baseline, supervisedOutcome] = await Promise.all([
     track('evaluate', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: pretrained!.ref })]),
-    track('evaluate-baseline', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: null })]),
+    earlyBaseline ?? evaluateBaseline(),
     supervisedEvaluation,
   ]);
 
