@@ -39,6 +39,10 @@ export async function runDetectionTask(t: DetectionTaskInput): Promise<Detection
   const c = t.config;
   const objects = (s: EvalSample[]) => s.reduce((a, x) => a + x.labels.length, 0);
   if (objects(t.train) === 0) throw new BadInputError('detection needs training samples with boxes (the training split has no objects)', 'evaluation.tasks');
+  for (const s of [...t.train, ...t.evalSamples]) {
+    const bad = s.labels.find((l) => !(l >= 0 && l < t.classes.length));
+    if (bad !== undefined) throw new BadInputError(`object class ${bad} is outside the dataset's ${t.classes.length} classes`, s.key);
+  }
   if (c.masks && t.evalSamples.some((s) => s.masks.some((m) => !m))) {
     throw new BadInputError('detection.masks needs an instance mask on every eval object (this dataset has objects without one)', 'evaluation.detection.masks');
   }
