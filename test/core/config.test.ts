@@ -58,7 +58,7 @@ describe('run config', () => {
   });
 
   it('parses the shipped configs', async () => {
-    for (const name of ['demo.yaml', 'mocov2-tiny.yaml']) await expect(loadRunConfig(join(projectRoot(), 'configs', name))).resolves.toBeDefined();
+    for (const name of ['demo.yaml', 'mocov2-tiny.yaml', 'densecl-full-eval.yaml']) await expect(loadRunConfig(join(projectRoot(), 'configs', name))).resolves.toBeDefined();
   });
 });
 
