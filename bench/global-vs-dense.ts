@@ -160,7 +160,7 @@ export async function main(args: string[]): Promise<BenchResult> {
       densecl: meanStd(d),
       mocov2: meanStd(g),
       randomInit: meanStd(r),
-      densclMinusMocov2: delta,
+      denseclMinusMocov2: delta,
       pooledSeedStd: noise,
       // The regression verdict's rule (stages/regression/verdict.ts, k = 2): a difference counts when it leaves ±2 pooled seed stds.
       exceedsTwoPooledStd: Number.isFinite(noise) && Math.abs(delta) > 2 * noise,
@@ -173,7 +173,7 @@ export async function main(args: string[]): Promise<BenchResult> {
   const notes = [
     `backend ${info.backend} ${info.tensorflowVersion ?? ''}; synthetic-${o.size}, ${o.arch}, ${o.imageSize} px, batch ${o.batch}, ${o.steps} steps (${((o.steps * o.batch) / (dataset.ref.result.splits.train?.samples ?? 1)).toFixed(2)} epochs), queue ${o.queue}, baseLr ${o.baseLr}, seeds ${o.seeds.join(',')}`,
     `evaluation: frozen backbone, ${o.maxSamples || 'all'} samples per split, semseg head ${o.semsegEpochs} epochs, linear ${o.linearEpochs} epochs, kNN k=20`,
-    ...comparisons.map((c) => `${c.metric}: DenseCL − MoCo v2 = ${(c.densclMinusMocov2 as number).toFixed(4)}, pooled seed std ${(c.pooledSeedStd as number).toFixed(4)} → ${c.exceedsTwoPooledStd ? 'exceeds' : 'within'} 2× seed noise (Welch t ${(c.welchT as number).toFixed(2)})`),
+    ...comparisons.map((c) => `${c.metric}: DenseCL − MoCo v2 = ${(c.denseclMinusMocov2 as number).toFixed(4)}, pooled seed std ${(c.pooledSeedStd as number).toFixed(4)} → ${c.exceedsTwoPooledStd ? 'exceeds' : 'within'} 2× seed noise (Welch t ${(c.welchT as number).toFixed(2)})`),
     `total wall time ${((performance.now() - t0) / 1000).toFixed(0)} s`,
   ];
   return { name: 'global-vs-dense', rows, notes, options: o, comparisons, runs };

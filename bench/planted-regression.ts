@@ -4,13 +4,15 @@
 //
 // Every member of configs/suites/nightly-tiny.yaml (DenseCL and MoCo v2, resnet-tiny, 12 steps at
 // 32 px, kNN top-1) is run through the real shard → pretrain → evaluate stages (no Temporal):
-//   baseline        seeds 0,1,2, the suite as committed            → promoted with buildBaseline
+//   baseline        seeds 0,1,2, the suite's config                 → promoted with buildBaseline
 //   seed-noise      seeds 3,4,5, same config                        → expected: passed
 //   lr-30           seeds 3,4,5, pretrain.optimizer.baseLr = 30     → expected: regressed
 //   lr-1e-6         seeds 3,4,5, pretrain.optimizer.baseLr = 1e-6   → expected: regressed
-// plus the random-init kNN top-1 (the floor a run that learned nothing sits at). The same four
-// scenarios run twice: on the suite as committed, and on a larger probe (synthetic-small, more
-// steps, 500 eval images) that shows what the verdict needs in order to see the planted bug.
+// (the localization-probe uses seeds 3,4 for each scenario to bound its cost)
+// plus the random-init scores (the floor a run that learned nothing sits at). The scenarios run at
+// three scales (SCALES below): the suite as committed, a small-probe (synthetic-small, 200 steps at
+// 32 px, 500 eval images), and a localization-probe at bench/global-vs-dense's MoCo v2 scale judged
+// on semseg and unsup-seg too; together they show what the verdict needs to see the planted bug.
 // A member whose stage throws (a diverged loss) is recorded as failed, exactly as the suite
 // workflow records a failed child run.
 // Usage: npm run bench -- planted-regression [suite.yaml]
