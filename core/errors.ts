@@ -18,8 +18,16 @@ export class IncompatibleArtifactError extends BadInputError {
   override readonly name = 'IncompatibleArtifactError' as 'BadInputError';
 }
 
+/**
+ * Training produced a non-finite loss. Seeded training is deterministic, so a retry would diverge
+ * the same way: it is not retried, and a regression suite counts it as a regression, not noise.
+ */
+export class TrainingDivergedError extends Error {
+  override readonly name = 'TrainingDivergedError';
+}
+
 /** The list of error type names that activities mark non-retryable. */
-export const NON_RETRYABLE_ERROR_TYPES = ['BadInputError', 'IncompatibleArtifactError', 'ConfigError'];
+export const NON_RETRYABLE_ERROR_TYPES = ['BadInputError', 'IncompatibleArtifactError', 'ConfigError', 'TrainingDivergedError'];
 
 export function isAbortError(err: unknown): boolean {
   return err instanceof Error && (err.name === 'AbortError' || err.name === 'CancelledFailure');

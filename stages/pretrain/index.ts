@@ -7,7 +7,7 @@
  * or (seed, data cursor), so restoring it reproduces the uninterrupted run's numbers.
  */
 import { z } from 'zod';
-import { BadInputError, throwIfAborted } from '../../core/errors.js';
+import { BadInputError, TrainingDivergedError, throwIfAborted } from '../../core/errors.js';
 import { Rng } from '../../core/rng.js';
 import type { Stage, StageRef } from '../../core/stage.js';
 import { joinKey, putJson } from '../../core/store/index.js';
@@ -165,7 +165,8 @@ function trainingStateSpec(config: PretrainConfig, method: MomentumContrastMetho
 
 export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult> = {
   name: 'pretrain',
-  version: '1',
+  // 2: views come from the data stage's training loader (was: a reader of its own).
+  version: '2',
   // Where and how often checkpoints are taken, and on which backend, do not change what is learned.
   keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => rest,
   validate(inputs, config) {
@@ -225,7 +226,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         const result = method.trainStep(view0, view1, (grads) => optimizer.step(grads, lr), Rng.fromSeed('pretrain-shuffle-bn', config.seed, step));
         tf.dispose([view0, view1]);
         const seconds = (performance.now() - t0) / 1000;
-        if (!Number.isFinite(result.loss)) throw new Error(`pretrain: loss became ${result.loss} at step ${step} (lr ${lr})`);
+        if (!Number.isFinite(result.loss)) throw new TrainingDivergedError(`pretrain: loss became ${result.loss} at step ${step} (lr ${lr})`);
         // The first step of an attempt pays for kernel set-up; leave it out of the throughput.
         if (step > resumedFromStep) {
           trainSeconds += seconds;

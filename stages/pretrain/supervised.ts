@@ -7,7 +7,7 @@
  * It answers the question every dense-SSL paper's table asks: does the method beat supervised
  * pretraining on the downstream tasks?
  */
-import { BadInputError, throwIfAborted } from '../../core/errors.js';
+import { BadInputError, TrainingDivergedError, throwIfAborted } from '../../core/errors.js';
 import type { Stage, StageRef } from '../../core/stage.js';
 import { joinKey, putJson } from '../../core/store/index.js';
 import { initBackend, tf } from '../../core/tf.js';
@@ -148,7 +148,7 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
         optimizer.step(grads, lr);
         const lossValue = (await loss.data())[0]!;
         tf.dispose([x, y, loss, ...grads.values()]);
-        if (!Number.isFinite(lossValue)) throw new Error(`supervised baseline: loss became ${lossValue} at step ${step}`);
+        if (!Number.isFinite(lossValue)) throw new TrainingDivergedError(`supervised baseline: loss became ${lossValue} at step ${step}`);
         step += 1;
         curve.push({ step, loss: lossValue, lr });
         ctx.progress({ fraction: step / config.steps, step, total: config.steps, metrics: { loss: lossValue, lr } });

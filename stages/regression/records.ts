@@ -139,8 +139,10 @@ export function judge(suite: Pick<Suite, 'metrics' | 'members' | 'noise'>, outco
       comparisons.push(compareMetric({ series, metric, values }, base ? { series, metric, values: base } : undefined, suite.noise));
     }
   }
-  const failed = outcomes.filter((o) => o.status === 'failed').length;
-  return { verdict: suiteVerdict(comparisons, failed), comparisons };
+  const failed = outcomes.filter((o) => o.status === 'failed');
+  // Member errors read `<type>: <message>` (the innermost failure of the child run).
+  const diverged = failed.filter((o) => o.error?.startsWith('TrainingDivergedError')).length;
+  return { verdict: suiteVerdict(comparisons, failed.length, diverged), comparisons };
 }
 
 export async function saveNightly(store: ArtifactStore, record: NightlyRecord): Promise<string> {

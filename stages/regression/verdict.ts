@@ -125,8 +125,12 @@ export function compareMetric(current: SeriesValues, baseline: SeriesValues | un
  * (a failed member, a metric without a baseline, too few seeds) makes the suite inconclusive,
  * so a broken nightly never reads as a pass; then improvements; else passed.
  */
-export function suiteVerdict(comparisons: MetricComparison[], failedMembers: number): Verdict {
-  if (comparisons.some((c) => c.verdict === 'regressed')) return 'regressed';
+/**
+ * `divergedMembers`: members whose training produced a non-finite loss. That is the strongest
+ * regression signal there is, even though such a member has no metrics to compare.
+ */
+export function suiteVerdict(comparisons: MetricComparison[], failedMembers: number, divergedMembers = 0): Verdict {
+  if (divergedMembers > 0 || comparisons.some((c) => c.verdict === 'regressed')) return 'regressed';
   if (failedMembers > 0 || comparisons.length === 0 || comparisons.some((c) => c.verdict === 'inconclusive')) return 'inconclusive';
   if (comparisons.some((c) => c.verdict === 'improved')) return 'improved';
   return 'passed';

@@ -71,6 +71,9 @@ describe('suiteVerdict', () => {
     expect(suiteVerdict([v('passed')], 1)).toBe('inconclusive');
     expect(suiteVerdict([], 0)).toBe('inconclusive');
   });
+  it('counts a member whose training diverged as a regression', () => {
+    expect(suiteVerdict([v('passed')], 1, 1)).toBe('regressed');
+  });
 });
 
 describe('baselines and judgement', () => {
@@ -107,6 +110,12 @@ describe('baselines and judgement', () => {
     const j = judge(suite, [outcome('densecl-synthetic-tiny-s0', 0.6), outcome('densecl-synthetic-tiny-s1', undefined, 'failed'), ...good.slice(2)], b);
     expect(j.verdict).toBe('inconclusive');
     expect(j.comparisons[0]!.reason).toMatch(/too few seeds .*\(1 now/);
+  });
+
+  it('judges a diverged member (non-finite loss) as a regression, not as noise', () => {
+    const b = buildBaseline({ suite, outcomes: good, source: 's', sourceKind: 'suite', codeVersion: version });
+    const diverged = { ...outcome('densecl-synthetic-tiny-s1', undefined, 'failed'), error: 'TrainingDivergedError: pretrain: loss became NaN at step 3 (lr 3.75)' };
+    expect(judge(suite, [outcome('densecl-synthetic-tiny-s0', 0.6), diverged, ...good.slice(2)], b).verdict).toBe('regressed');
   });
 
   it('refuses a baseline from another suite, or one that shares no metric, naming both', () => {
