@@ -8,6 +8,7 @@
 #   4. the Temporal CLI dev server and the versitygw S3 server, built with `go install`, cached
 #   5. the TypeScript build (dist/) and the prebuilt Temporal workflow bundle
 #   6. with --test-tools (what `npm test` passes): the deployment linters of scripts/lint-infra.sh
+#   7. with --test-tools: Debian's chromium, for the headless check of the regression report
 set -euo pipefail
 
 TEST_TOOLS=0
@@ -131,7 +132,7 @@ fi
 # --- 7. Chromium for the regression report's headless-browser check ------------------------------
 # test/regression drives Debian's chromium through playwright-core; without it that one check is
 # skipped (and says so). Installed only when missing and apt-get can run; never fatal.
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+if [ "$TEST_TOOLS" = 1 ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
   SUDO=; [ "$(id -u)" = 0 ] || { command -v sudo >/dev/null && sudo -n true 2>/dev/null && SUDO=sudo; }
   if [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; then
     say "installing chromium from Debian (headless check of the regression report; once)"
