@@ -6,7 +6,7 @@ import { localContext, runStage, type StageRef } from '../../core/stage.js';
 import { FileArtifactStore, getJson } from '../../core/store/index.js';
 import { initBackend } from '../../core/tf.js';
 import { evaluationConfigSchema, evaluationStage, type EvaluationConfig } from '../../stages/downstream/index.js';
-import { SQUARE_CLASSES, writeSquaresDataset } from './squares-dataset.js';
+import { SQUARE_CLASSES, writeSquaresDataset, storeWithDatasetCopy } from './squares-dataset.js';
 
 const SIZE = 32;
 let dir: string;
@@ -20,12 +20,7 @@ beforeAll(async () => {
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function storeWithDataset(name: string): Promise<FileArtifactStore> {
-  const store = new FileArtifactStore(join(dir, name));
-  const source = new FileArtifactStore(join(dir, 'data'));
-  for (const key of await source.list('datasets/')) await store.put(key, await source.get(key));
-  return store;
-}
+const storeWithDataset = (name: string) => storeWithDatasetCopy(dir, name);
 
 function config(detection: Record<string, unknown> = {}): EvaluationConfig {
   return evaluationConfigSchema.parse({

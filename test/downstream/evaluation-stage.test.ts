@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { localContext, runStage, type StageRef } from '../../core/stage.js';
 import { FileArtifactStore, getJson } from '../../core/store/index.js';
 import { initBackend } from '../../core/tf.js';
-import { SQUARE_CLASSES, writeSquaresDataset } from './squares-dataset.js';
+import { SQUARE_CLASSES, writeSquaresDataset, storeWithDatasetCopy } from './squares-dataset.js';
 import { evaluationConfigSchema, evaluationStage, type EvaluationConfig } from '../../stages/downstream/index.js';
 
 const SIZE = 32;
@@ -22,13 +22,7 @@ beforeAll(async () => {
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A fresh store holding only the dataset shards, so each run computes instead of reusing a cached output. */
-async function storeWithDataset(name: string): Promise<FileArtifactStore> {
-  const store = new FileArtifactStore(join(dir, name));
-  const source = new FileArtifactStore(join(dir, 'data'));
-  for (const key of await source.list('datasets/')) await store.put(key, await source.get(key));
-  return store;
-}
+const storeWithDataset = (name: string) => storeWithDatasetCopy(dir, name);
 
 function config(over: Record<string, unknown> = {}): EvaluationConfig {
   return evaluationConfigSchema.parse({

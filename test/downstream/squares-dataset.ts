@@ -5,7 +5,8 @@
  */
 import { Rng } from '../../core/rng.js';
 import type { StageRef } from '../../core/stage.js';
-import type { ArtifactStore } from '../../core/store/index.js';
+import { FileArtifactStore, type ArtifactStore } from '../../core/store/index.js';
+import { join } from 'node:path';
 import { packShard } from '../../core/webdataset.js';
 import { encodeImage } from '../../stages/data/image.js';
 import { objectWithMask } from '../../stages/data/sample.js';
@@ -54,4 +55,15 @@ export async function writeSquaresDataset(
     splits[split] = { shardKeys: [key], samples: n };
   }
   return { stage: 'dataset', hash: `squares-${options.seed ?? 'default'}`, manifestKey: 'datasets/squares/manifest.json', result: { splits, classes: SQUARE_CLASSES } };
+}
+
+/**
+ * A fresh store under `dir/name` holding only the dataset written to `dir/data`, so each stage run
+ * computes instead of reusing an output cached by another test.
+ */
+export async function storeWithDatasetCopy(dir: string, name: string): Promise<FileArtifactStore> {
+  const store = new FileArtifactStore(join(dir, name));
+  const source = new FileArtifactStore(join(dir, 'data'));
+  for (const key of await source.list('datasets/')) await store.put(key, await source.get(key));
+  return store;
 }
