@@ -36,7 +36,7 @@ function describeStatus(s: RunStatus, uiUrl: string, namespace: string): string 
   for (const st of s.progress?.stages ?? []) {
     const parts = st.parts > 1 ? ` ${st.partsDone}/${st.parts}` : '';
     const reused = st.cachedParts ? ` (${st.cachedParts} reused)` : '';
-    lines.push(`  ${st.step.padEnd(18)} ${st.status}${parts}${reused}${st.computeSeconds ? `  ${st.computeSeconds.toFixed(1)} s` : ''}${st.error ? `  ${st.error}` : ''}`);
+    lines.push(`  ${st.step.padEnd(20)} ${st.status}${parts}${reused}${st.computeSeconds ? `  ${st.computeSeconds.toFixed(1)} s` : ''}${st.error ? `  ${st.error}` : ''}`);
   }
   for (const a of s.pending) {
     const hb = a.heartbeat;
