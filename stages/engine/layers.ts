@@ -74,6 +74,9 @@ export class Conv2d {
     let y: tf.Tensor4D;
     if (k === 1 && p === 0) y = pointwiseConv(x, this.weight as tf.Tensor4D, this.stride);
     else if (p === 0) y = tf.conv2d(x, this.weight as tf.Tensor4D, this.stride, 'valid');
+    else if (this.stride === 1 && k === 3 && p === 1 && x.shape[1] === 2 && x.shape[2] === 2 && nativeKernelsAvailable()) {
+      y = conv3x3On2x2(x, this.weight as tf.Tensor4D);
+    }
     // Stride 1, odd kernel, p = k//2: TF's 'same' pads (k-1)/2 per side, i.e. exactly PyTorch's.
     else if (this.stride === 1 && k % 2 === 1 && p === (k - 1) / 2) y = tf.conv2d(x, this.weight as tf.Tensor4D, 1, 'same');
     else {
@@ -84,6 +87,53 @@ export class Conv2d {
     }
     return this.bias ? tf.add(y, this.bias) : y;
   }
+}
+
+/**
+ * For each output position (i, j) of a 3x3 / stride 1 / pad 1 convolution of a 2x2 map, the kernel
+ * tap that meets input position (a, b) is (a − i + 1, b − j + 1); listed in (i, j, a, b) order.
+ */
+const TAPS_3X3_ON_2X2: readonly number[] = [0, 1].flatMap((i) => [0, 1].flatMap((j) => [0, 1].flatMap((a) => [0, 1].map((b) => (a - i + 1) * 3 + (b - j + 1)))));
+
+/**
+ * A 3x3 / stride 1 / pad 1 convolution of a 2x2 feature map (ResNet's last stage at 64 px input) as
+ * one batched matMul: y[:, i, j] = [x(0,0) x(0,1) x(1,0) x(1,1)] · [W(tap(i,j,a,b))] stacked over (a, b).
+ *
+ * Why: 5 of the 9 taps of every output fall on padding, and the native Conv2D and its two gradient
+ * kernels are 3-4x slower per FLOP on a 2x2 map than on 4x4 (measured: 15-24 ms forward, 45-58 ms
+ * forward+backward per [32,2,2,512]·[3,3,512,512] conv on 2 cores, vs 5 ms and 25 ms here); this form
+ * computes only the 16 tap products that touch the image (268 instead of 604 MFLOP at 512 channels).
+ * Same sums in a different order: results agree with Conv2D to float rounding (~2e-6 relative).
+ */
+export function conv3x3On2x2(x: tf.Tensor4D, kernel: tf.Tensor4D): tf.Tensor4D {
+  const [n, h, w, c] = x.shape;
+  const [kh, kw, kc, out] = kernel.shape;
+  if (h !== 2 || w !== 2 || kh !== 3 || kw !== 3 || kc !== c) throw new Error(`conv3x3On2x2: expected [N,2,2,C] and [3,3,C,O], got [${x.shape}] and [${kernel.shape}]`);
+  const op = tf.customGrad((...args: Array<tf.Tensor | tf.GradSaveFunc>) => {
+    const [xs, ks, save] = args as [tf.Tensor4D, tf.Tensor4D, tf.GradSaveFunc];
+    const pixels = tf.reshape(xs, [1, n, 4 * c]); // [1, N, (a,b,c)], broadcast over (i,j)
+    const indices = tf.tensor1d(TAPS_3X3_ON_2X2 as number[], 'int32');
+    const blocks = tf.reshape(tf.gather(tf.reshape(ks, [9, c, out]), indices), [4, 4 * c, out]); // [(i,j), (a,b,c), O]
+    indices.dispose();
+    save([pixels, blocks]);
+    const y = tf.matMul(tf.broadcastTo(pixels, [4, n, 4 * c]), blocks); // [(i,j), N, O]
+    return {
+      value: tf.transpose(tf.reshape(y, [2, 2, n, out]), [2, 0, 1, 3]) as tf.Tensor4D,
+      gradFunc: (dy: tf.Tensor4D, saved: tf.Tensor[]) => {
+        const [px, bl] = saved as [tf.Tensor3D, tf.Tensor3D];
+        const dyBlocks = tf.reshape(tf.transpose(dy, [1, 2, 0, 3]), [4, n, out]); // [(i,j), N, O]
+        const dx = tf.reshape(tf.sum(tf.matMul(dyBlocks, bl, false, true), 0), [n, 2, 2, c]);
+        // Gradient of each of the 16 blocks, then summed per kernel tap with plain adds: the
+        // gather's own gradient (UnsortedSegmentSum) is a single-threaded scatter, ~7 ms here.
+        const dBlocks = tf.reshape(tf.matMul(tf.broadcastTo(px, [4, n, 4 * c]), dyBlocks, true, false), [16, c, out]);
+        const byTap: tf.Tensor[][] = Array.from({ length: 9 }, () => []);
+        TAPS_3X3_ON_2X2.forEach((tap, block) => byTap[tap]!.push(tf.slice(dBlocks, [block, 0, 0], [1, c, out])));
+        const dKernel = tf.reshape(tf.concat(byTap.map((parts) => (parts.length === 1 ? parts[0]! : tf.addN(parts))), 0), [3, 3, c, out]);
+        return [dx, dKernel];
+      },
+    };
+  });
+  return op(x, kernel) as tf.Tensor4D;
 }
 
 /**
