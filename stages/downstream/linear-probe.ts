@@ -7,18 +7,10 @@
 import { tf } from '../../core/tf.js';
 import { Linear } from '../engine/layers.js';
 import { Initializer, ParamStore } from '../engine/params.js';
-import { trainLoop, type EpochCheckpointer } from './training.js';
+import { trainLoop, type SgdTrainingOptions } from './training.js';
 
-export interface LinearProbeOptions {
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  momentum: number;
-  weightDecay: number;
+export interface LinearProbeOptions extends SgdTrainingOptions {
   seed: number;
-  checkpointer?: EpochCheckpointer;
-  signal?: AbortSignal;
-  onEpoch?(epoch: number, loss: number, seconds: number): void;
 }
 
 export async function linearProbe(

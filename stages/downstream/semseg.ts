@@ -12,20 +12,12 @@ import { Conv2d } from '../engine/layers.js';
 import { Initializer, ParamStore } from '../engine/params.js';
 import type { Features } from './backbone.js';
 import { IGNORE_INDEX } from './metrics/segmentation.js';
-import { trainLoop, type EpochCheckpointer } from './training.js';
+import { trainLoop, type SgdTrainingOptions } from './training.js';
 
-export interface SemsegOptions {
+export interface SemsegOptions extends SgdTrainingOptions {
   mode: 'frozen' | 'finetune';
   hidden: number;
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  momentum: number;
-  weightDecay: number;
   seed: number;
-  checkpointer?: EpochCheckpointer;
-  signal?: AbortSignal;
-  onEpoch?(epoch: number, loss: number, seconds: number): void;
 }
 
 export class FcnHead {

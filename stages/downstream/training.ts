@@ -16,21 +16,25 @@ export interface EpochCheckpointer {
   save(epoch: number, vars: Map<string, tf.Variable>, rngState: number, stepCount: number): Promise<void>;
 }
 
-export interface TrainLoopOptions {
-  /** Trainable parameters (and buffers, which are checkpointed but not optimised). */
-  params: Map<string, tf.Variable>;
-  numSamples: number;
+/** What every downstream head trained with `trainLoop` (SGD, cosine schedule, epoch checkpoints) takes. */
+export interface SgdTrainingOptions {
   epochs: number;
   batchSize: number;
   lr: number;
   momentum: number;
   weightDecay: number;
-  seed: number | string;
-  /** Loss of the samples at these indices; called inside the gradient tape. */
-  loss(indices: number[]): tf.Scalar;
   checkpointer?: EpochCheckpointer;
   signal?: AbortSignal;
   onEpoch?(epoch: number, meanLoss: number, seconds: number): void;
+}
+
+export interface TrainLoopOptions extends SgdTrainingOptions {
+  /** Trainable parameters (and buffers, which are checkpointed but not optimised). */
+  params: Map<string, tf.Variable>;
+  numSamples: number;
+  seed: number | string;
+  /** Loss of the samples at these indices; called inside the gradient tape. */
+  loss(indices: number[]): tf.Scalar;
 }
 
 export async function trainLoop(o: TrainLoopOptions): Promise<{ epochsRun: number; finalLoss: number; secondsPerEpoch: number[] }> {

@@ -1,3 +1,4 @@
+import type { DetectorOptions } from '../../stages/downstream/detection/train.js';
 /**
  * In-memory detection scenes for the detector tests: grey noise with 1-2 solid squares whose colour
  * is the class, normalised like eval-data.ts (ImageNet mean/std), boxes in xyxy pixels.
@@ -48,3 +49,22 @@ export function squareScenes(count: number, size: number, seed: string): SquareS
     return { key: `scene-${n}`, pixels, boxes: Float32Array.from(boxes), labels: Int32Array.from(labels), masks };
   });
 }
+
+/** Post-processing used by the detector tests. */
+export const POST = { scoreThreshold: 0.05, preNmsTopK: 1000, nmsIou: 0.6, maxDetections: 100 };
+/** Small, fast detector settings for tests; override per test. */
+export const detectorOptions = (over: Partial<DetectorOptions> = {}): DetectorOptions => ({
+  mode: 'finetune',
+  epochs: 30,
+  batchSize: 4,
+  lr: 0.01,
+  momentum: 0.9,
+  weightDecay: 1e-4,
+  channels: 16,
+  towerConvs: 1,
+  groups: 4,
+  centerSampleRadius: 1.5,
+  focal: { alpha: 0.25, gamma: 2 },
+  seed: 0,
+  ...over,
+});

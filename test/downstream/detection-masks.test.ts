@@ -4,7 +4,7 @@ import { buildBackbone } from '../../stages/downstream/backbone.js';
 import { scoreDetections, scoreMasks } from '../../stages/downstream/detection/evaluate.js';
 import { maskTarget, pasteMask } from '../../stages/downstream/detection/masks.js';
 import { detect, disposeDetector, trainDetector } from '../../stages/downstream/detection/train.js';
-import { squareScenes } from './detection-helpers.js';
+import { POST, detectorOptions, squareScenes } from './detection-helpers.js';
 
 beforeAll(async () => {
   await initBackend('tensorflow');
@@ -45,22 +45,8 @@ describe('mask branch training', () => {
     const size = 32;
     const scenes = squareScenes(8, size, 'overfit');
     const model = buildBackbone('resnet-tiny', 0);
-    const { detector } = await trainDetector(model, scenes, size, 3, {
-      mode: 'finetune',
-      epochs: 30,
-      batchSize: 4,
-      lr: 0.01,
-      momentum: 0.9,
-      weightDecay: 1e-4,
-      channels: 16,
-      towerConvs: 1,
-      groups: 4,
-      centerSampleRadius: 1.5,
-      focal: { alpha: 0.25, gamma: 2 },
-      masks: { resolution: 14, convs: 2 },
-      seed: 0,
-    });
-    const detections = detect(model, detector, scenes.map((s) => s.pixels), 8, { scoreThreshold: 0.05, preNmsTopK: 1000, nmsIou: 0.6, maxDetections: 100 });
+    const { detector } = await trainDetector(model, scenes, size, 3, detectorOptions({ masks: { resolution: 14, convs: 2 } }));
+    const detections = detect(model, detector, scenes.map((s) => s.pixels), 8, POST);
     expect(detections.flat().every((d) => d.mask?.length === size * size)).toBe(true);
     const masks = scoreMasks(scenes, detections, ['r', 'g', 'b'], size);
     expect(masks.metrics['mask.AP50']).toBeGreaterThan(0.5);

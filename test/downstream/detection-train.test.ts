@@ -2,27 +2,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../core/tf.js';
 import { buildBackbone } from '../../stages/downstream/backbone.js';
 import { scoreDetections } from '../../stages/downstream/detection/evaluate.js';
-import { detect, disposeDetector, trainDetector, type DetectorOptions } from '../../stages/downstream/detection/train.js';
-import { squareScenes } from './detection-helpers.js';
+import { detect, disposeDetector, trainDetector } from '../../stages/downstream/detection/train.js';
+import { POST, detectorOptions as options, squareScenes } from './detection-helpers.js';
 
 const SIZE = 32;
 const CLASSES = ['red', 'green', 'blue'];
-const POST = { scoreThreshold: 0.05, preNmsTopK: 1000, nmsIou: 0.6, maxDetections: 100 };
-const options = (over: Partial<DetectorOptions> = {}): DetectorOptions => ({
-  mode: 'finetune',
-  epochs: 30,
-  batchSize: 4,
-  lr: 0.01,
-  momentum: 0.9,
-  weightDecay: 1e-4,
-  channels: 16,
-  towerConvs: 1,
-  groups: 4,
-  centerSampleRadius: 1.5,
-  focal: { alpha: 0.25, gamma: 2 },
-  seed: 0,
-  ...over,
-});
 
 beforeAll(async () => {
   await initBackend('tensorflow');

@@ -12,7 +12,7 @@
  */
 import { tf } from '../../../core/tf.js';
 import type { ResNet } from '../../engine/resnet.js';
-import { trainLoop, type EpochCheckpointer } from '../training.js';
+import { trainLoop, type SgdTrainingOptions } from '../training.js';
 import type { Xyxy } from './boxes.js';
 import { FcosHead, type FcosHeadConfig } from './head.js';
 import { fcosLosses, type FocalOptions } from './loss.js';
@@ -37,13 +37,8 @@ export interface MaskBranchOptions {
   maxDetections?: number;
 }
 
-export interface DetectorOptions {
+export interface DetectorOptions extends SgdTrainingOptions {
   mode: 'frozen' | 'finetune';
-  epochs: number;
-  batchSize: number;
-  lr: number;
-  momentum: number;
-  weightDecay: number;
   /** Pyramid / head width, tower depth, GroupNorm groups. */
   channels: number;
   towerConvs: number;
@@ -53,9 +48,6 @@ export interface DetectorOptions {
   /** Train and run the mask branch; null = boxes only. */
   masks?: MaskBranchOptions | null;
   seed: number;
-  checkpointer?: EpochCheckpointer;
-  signal?: AbortSignal;
-  onEpoch?(epoch: number, loss: number, seconds: number): void;
 }
 
 /** The trained head plus what inference needs to read its outputs. */
