@@ -10,8 +10,10 @@
 // of the whole pipeline's noise.
 //
 // Usage: npm run bench -- global-vs-dense [key=value ...]
-//   size=small arch=resnet-tiny imageSize=64 batch=32 steps=300 seeds=0,1,2 maxSamples=1000
-//   queue=1024 baseLr=0.3 semsegEpochs=10 linearEpochs=30
+//   size=small arch=resnet-tiny imageSize=64 batch=32 steps=3000 seeds=0,1,2,3 maxSamples=1000
+//   queue=1024 baseLr=0.3 emaMomentum=0.99 semsegEpochs=10 linearEpochs=30
+// The defaults are docs/EXPERIMENTS.md §1 (~30 min per seed on this 2-core machine); its first,
+// shorter attempt was `steps=300 seeds=0,1,2 emaMomentum=0.999`.
 // Stage outputs are cached in the experiment store, so re-running with more seeds only trains the new ones.
 import { initBackend } from '../core/tf.js';
 import type { PretrainResult } from '../stages/pretrain/index.js';
@@ -35,11 +37,13 @@ interface Options {
   queue: number;
   /** SGD base lr (scaled by batch/256 in the stage); both methods get the same. */
   baseLr: number;
+  /** m of the momentum (key) encoder; both methods get the same. */
+  emaMomentum: number;
   semsegEpochs: number;
   linearEpochs: number;
 }
 
-const DEFAULTS: Options = { size: 'small', arch: 'resnet-tiny', imageSize: 64, batch: 32, steps: 300, seeds: [0, 1, 2], maxSamples: 1000, queue: 1024, baseLr: 0.3, semsegEpochs: 10, linearEpochs: 30 };
+const DEFAULTS: Options = { size: 'small', arch: 'resnet-tiny', imageSize: 64, batch: 32, steps: 3000, seeds: [0, 1, 2, 3], maxSamples: 1000, queue: 1024, baseLr: 0.3, emaMomentum: 0.99, semsegEpochs: 10, linearEpochs: 30 };
 
 function parseOptions(args: string[]): Options {
   const o: Options = { ...DEFAULTS, seeds: [...DEFAULTS.seeds] };
@@ -81,6 +85,17 @@ function welchT(a: number[], b: number[]): number {
   return A.n < 2 || B.n < 2 || se === 0 ? Number.NaN : (A.mean - B.mean) / se;
 }
 
+/**
+ * Paired comparison over seeds: seed s gives both methods the same backbone init, data order and
+ * augmentations (and the same evaluation seed), so the per-seed difference removes the noise the two
+ * runs share. Returns the differences, their mean and std, and the paired t (mean / (std / sqrt n)).
+ */
+function paired(a: number[], b: number[]): { diffs: number[]; mean: number; std: number; t: number; positive: number } {
+  const diffs = a.map((x, i) => x - b[i]!);
+  const s = meanStd(diffs);
+  return { diffs, mean: s.mean, std: s.std, t: s.n >= 2 && s.std > 0 ? s.mean / (s.std / Math.sqrt(s.n)) : Number.NaN, positive: diffs.filter((d) => d > 0).length };
+}
+
 function pooledStd(a: number[], b: number[]): number {
   const A = meanStd(a);
   const B = meanStd(b);
@@ -100,7 +115,7 @@ export async function main(args: string[]): Promise<BenchResult> {
         name: `global-vs-dense-${method}-s${seed}`,
         data: { source: { kind: 'synthetic', size: o.size, seed: 0 }, shardSamples: 256 },
         proposals: { enabled: false },
-        pretrain: { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, queueSize: o.queue, optimizer: { baseLr: o.baseLr } },
+        pretrain: { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, queueSize: o.queue, emaMomentum: o.emaMomentum, optimizer: { baseLr: o.baseLr } },
         evaluation: {
           tasks: ['knn', 'linear', 'semseg', 'unsup-seg'],
           imageSize: o.imageSize,
@@ -165,6 +180,7 @@ export async function main(args: string[]): Promise<BenchResult> {
       // The regression verdict's rule (stages/regression/verdict.ts, k = 2): a difference counts when it leaves ±2 pooled seed stds.
       exceedsTwoPooledStd: Number.isFinite(noise) && Math.abs(delta) > 2 * noise,
       welchT: welchT(d, g),
+      paired: paired(d, g),
       denseclMinusRandomInit: meanStd(d).mean - meanStd(r).mean,
       mocov2MinusRandomInit: meanStd(g).mean - meanStd(r).mean,
     });
@@ -173,7 +189,10 @@ export async function main(args: string[]): Promise<BenchResult> {
   const notes = [
     `backend ${info.backend} ${info.tensorflowVersion ?? ''}; synthetic-${o.size}, ${o.arch}, ${o.imageSize} px, batch ${o.batch}, ${o.steps} steps (${((o.steps * o.batch) / (dataset.ref.result.splits.train?.samples ?? 1)).toFixed(2)} epochs), queue ${o.queue}, baseLr ${o.baseLr}, seeds ${o.seeds.join(',')}`,
     `evaluation: frozen backbone, ${o.maxSamples || 'all'} samples per split, semseg head ${o.semsegEpochs} epochs, linear ${o.linearEpochs} epochs, kNN k=20`,
-    ...comparisons.map((c) => `${c.metric}: DenseCL − MoCo v2 = ${(c.denseclMinusMocov2 as number).toFixed(4)}, pooled seed std ${(c.pooledSeedStd as number).toFixed(4)} → ${c.exceedsTwoPooledStd ? 'exceeds' : 'within'} 2× seed noise (Welch t ${(c.welchT as number).toFixed(2)})`),
+    ...comparisons.map((c) => {
+      const p = c.paired as ReturnType<typeof paired>;
+      return `${c.metric}: DenseCL − MoCo v2 = ${(c.denseclMinusMocov2 as number).toFixed(4)}, pooled seed std ${(c.pooledSeedStd as number).toFixed(4)} → ${c.exceedsTwoPooledStd ? 'exceeds' : 'within'} 2× seed noise (Welch t ${(c.welchT as number).toFixed(2)}); paired by seed: DenseCL ahead in ${p.positive}/${p.diffs.length}, t ${p.t.toFixed(2)}`;
+    }),
     `total wall time ${((performance.now() - t0) / 1000).toFixed(0)} s`,
   ];
   return { name: 'global-vs-dense', rows, notes, options: o, comparisons, runs };

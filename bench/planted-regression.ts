@@ -11,7 +11,7 @@
 // (the localization-probe uses seeds 3,4 for each scenario to bound its cost)
 // plus the random-init scores (the floor a run that learned nothing sits at). The scenarios run at
 // three scales (SCALES below): the suite as committed, a small-probe (synthetic-small, 200 steps at
-// 32 px, 500 eval images), and a localization-probe at bench/global-vs-dense's MoCo v2 scale judged
+// 32 px, 500 eval images), and a localization-probe at the MoCo v2 scale of bench/global-vs-dense's first, 300-step attempt, judged
 // on semseg and unsup-seg too; together they show what the verdict needs to see the planted bug.
 // A member whose stage throws (a diverged loss) is recorded as failed, exactly as the suite
 // workflow records a failed child run.
@@ -117,7 +117,7 @@ const SCALES: Scale[] = [
     },
   },
   {
-    // Exactly bench/global-vs-dense's MoCo v2 arm (64 px, 300 steps, 1000 eval samples), so its
+    // Exactly the MoCo v2 arm of global-vs-dense's 300-step attempt (64 px, m 0.999, 1000 eval samples), so its
     // three pretrainings are the baseline (cached in that bench's store), judged on every quality
     // metric including the localization ones, whose trained-vs-random-init gap is the largest.
     // Two seeds per scenario (minSeeds is 2) keep the probe to six new pretrainings.
