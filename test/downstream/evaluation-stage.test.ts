@@ -6,6 +6,7 @@ import { localContext, runStage, type StageRef } from '../../core/stage.js';
 import { FileArtifactStore, getJson } from '../../core/store/index.js';
 import { initBackend } from '../../core/tf.js';
 import { SQUARE_CLASSES, writeSquaresDataset, storeWithDatasetCopy } from './squares-dataset.js';
+import { cancelEvaluationAt } from './cancel-evaluation.js';
 import { evaluationConfigSchema, evaluationStage, type EvaluationConfig } from '../../stages/downstream/index.js';
 
 const SIZE = 32;
@@ -57,17 +58,9 @@ describe('evaluationStage', () => {
     const cfg = config({ tasks: ['linear'], labelFraction: 0.5 });
     const reference = await runStage(evaluationStage, localContext(await storeWithDataset('a')), { dataset, backbone: null }, cfg);
     const store = await storeWithDataset('b');
-    const controller = new AbortController();
-    const ctx = localContext(store, {
-      signal: controller.signal,
-      onProgress: (u) => {
-        if (u.message === 'linear: epoch 1/3') controller.abort('test kill');
-      },
-    });
-    await expect(runStage(evaluationStage, ctx, { dataset, backbone: null }, cfg)).rejects.toThrow(/cancelled/);
-    const pointer = (await store.list('checkpoints/evaluate/')).find((k) => k.endsWith('latest.json'));
-    expect(pointer, 'the cancelled run left an epoch checkpoint').toBeDefined();
-    expect((await getJson<{ meta: { task: string; epoch: number } }>(store, pointer!)).meta).toMatchObject({ task: 'linear', epoch: 1 });
+    const meta = await cancelEvaluationAt(store, { dataset, backbone: null }, cfg, 'linear: epoch 1/3');
+    expect(meta, 'the cancelled run left an epoch checkpoint').toBeDefined();
+    expect(meta).toMatchObject({ task: 'linear', epoch: 1 });
     const resumed = await runStage(evaluationStage, localContext(store), { dataset, backbone: null }, cfg);
     expect(resumed.ref.result.metrics['linear.top1']).toBe(reference.ref.result.metrics['linear.top1']);
     expect(resumed.ref.result.metrics['linear.finalLoss']).toBe(reference.ref.result.metrics['linear.finalLoss']);
