@@ -7,7 +7,7 @@
 import { tf } from '../../core/tf.js';
 import { Linear } from '../engine/layers.js';
 import { Initializer, ParamStore } from '../engine/params.js';
-import { trainLoop, type SgdTrainingOptions } from './training.js';
+import { sgdTrainingOptions, trainLoop, type SgdTrainingOptions } from './training.js';
 
 export interface LinearProbeOptions extends SgdTrainingOptions {
   seed: number;
@@ -31,15 +31,8 @@ export async function linearProbe(
     const result = await trainLoop({
       params: params.vars,
       numSamples: n,
-      epochs: o.epochs,
-      batchSize: o.batchSize,
-      lr: o.lr,
-      momentum: o.momentum,
-      weightDecay: o.weightDecay,
+      ...sgdTrainingOptions(o),
       seed: `linear-${o.seed}`,
-      checkpointer: o.checkpointer,
-      signal: o.signal,
-      onEpoch: o.onEpoch,
       loss: (indices) => {
         const idx = tf.tensor1d(indices, 'int32');
         const logits = layer.apply(tf.gather(xTrain, idx));

@@ -12,7 +12,7 @@ import { Conv2d } from '../engine/layers.js';
 import { Initializer, ParamStore } from '../engine/params.js';
 import type { Features } from './backbone.js';
 import { IGNORE_INDEX } from './metrics/segmentation.js';
-import { trainLoop, type SgdTrainingOptions } from './training.js';
+import { sgdTrainingOptions, trainLoop, type SgdTrainingOptions } from './training.js';
 
 export interface SemsegOptions extends SgdTrainingOptions {
   mode: 'frozen' | 'finetune';
@@ -60,15 +60,8 @@ export async function trainSemanticSegmentation(
   const result = await trainLoop({
     params,
     numSamples: train.pixels.length,
-    epochs: o.epochs,
-    batchSize: o.batchSize,
-    lr: o.lr,
-    momentum: o.momentum,
-    weightDecay: o.weightDecay,
+    ...sgdTrainingOptions(o),
     seed: `semseg-${o.mode}-${o.seed}`,
-    checkpointer: o.checkpointer,
-    signal: o.signal,
-    onEpoch: o.onEpoch,
     loss: (indices) => {
       const labels = tf.tensor3d(concat(indices.map((i) => train.labels[i]!)), [indices.length, size, size], 'int32');
       let feats: tf.Tensor4D;

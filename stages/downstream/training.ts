@@ -28,6 +28,11 @@ export interface SgdTrainingOptions {
   onEpoch?(epoch: number, meanLoss: number, seconds: number): void;
 }
 
+/** Just the SGD-loop fields of a task's options (which also carry task fields such as `mode`). */
+export function sgdTrainingOptions(o: SgdTrainingOptions): SgdTrainingOptions {
+  return { epochs: o.epochs, batchSize: o.batchSize, lr: o.lr, momentum: o.momentum, weightDecay: o.weightDecay, checkpointer: o.checkpointer, signal: o.signal, onEpoch: o.onEpoch };
+}
+
 export interface TrainLoopOptions extends SgdTrainingOptions {
   /** Trainable parameters (and buffers, which are checkpointed but not optimised). */
   params: Map<string, tf.Variable>;

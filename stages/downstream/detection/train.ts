@@ -12,7 +12,7 @@
  */
 import { tf } from '../../../core/tf.js';
 import type { ResNet } from '../../engine/resnet.js';
-import { trainLoop, type SgdTrainingOptions } from '../training.js';
+import { sgdTrainingOptions, trainLoop, type SgdTrainingOptions } from '../training.js';
 import type { Xyxy } from './boxes.js';
 import { FcosHead, type FcosHeadConfig } from './head.js';
 import { fcosLosses, type FocalOptions } from './loss.js';
@@ -183,15 +183,8 @@ export async function trainDetector(
   const result = await trainLoop({
     params,
     numSamples: train.length,
-    epochs: o.epochs,
-    batchSize: o.batchSize,
-    lr: o.lr,
-    momentum: o.momentum,
-    weightDecay: o.weightDecay,
+    ...sgdTrainingOptions(o),
     seed: `detection-${o.mode}-${o.seed}`,
-    checkpointer: o.checkpointer,
-    signal: o.signal,
-    onEpoch: o.onEpoch,
     loss: (indices) => {
       const stages = cachedFeatures
         ? cachedFeatures(indices)
