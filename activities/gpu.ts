@@ -11,7 +11,7 @@ export async function pretrain(args: {
   store: StoreConfig;
   pretrain: PretrainConfig;
   dataset: StageRef<ShardResult>;
-  proposals: StageRef[];
+  proposals: StageRef<{ proposalsKey: string; segmentsKey?: string }>[];
 }): Promise<ActivityOutcome<PretrainResult>> {
   return runStageActivity(pretrainStage, args.store, { dataset: args.dataset, proposals: args.proposals }, args.pretrain);
 }

@@ -115,7 +115,7 @@ export async function main(args: string[]): Promise<BenchResult> {
         name: `global-vs-dense-${method}-s${seed}`,
         data: { source: { kind: 'synthetic', size: o.size, seed: 0 }, shardSamples: 256 },
         proposals: { enabled: false },
-        pretrain: { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, queueSize: o.queue, emaMomentum: o.emaMomentum, optimizer: { baseLr: o.baseLr } },
+        pretrain: { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: { queueSize: o.queue, momentum: o.emaMomentum }, optimizer: { baseLr: o.baseLr } },
         evaluation: {
           tasks: ['knn', 'linear', 'semseg', 'unsup-seg'],
           imageSize: o.imageSize,

@@ -109,10 +109,10 @@ const SCALES: Scale[] = [
   { name: 'as-committed', suitePatch: {}, basePatch: {} },
   {
     name: 'small-probe',
-    suitePatch: { name: 'nightly-small-probe', methods: ['mocov2'], datasets: ['synthetic-small'], tasks: ['knn', 'linear'], metrics: ['knn.top1', 'linear.top1'] },
+    suitePatch: { name: 'nightly-small-probe', methods: ['mocov2'], methodArgs: { mocov2: { queueSize: 256 } }, datasets: ['synthetic-small'], tasks: ['knn', 'linear'], metrics: ['knn.top1', 'linear.top1'] },
     basePatch: {
       data: { shardSamples: 256 },
-      pretrain: { batchSize: 32, steps: PROBE_STEPS, imageSize: 32, queueSize: 256, optimizer: { baseLr: 0.3 } },
+      pretrain: { batchSize: 32, steps: PROBE_STEPS, imageSize: 32, optimizer: { baseLr: 0.3 } },
       evaluation: { imageSize: 32, maxSamplesPerSplit: 500 },
     },
   },
@@ -122,10 +122,10 @@ const SCALES: Scale[] = [
     // metric including the localization ones, whose trained-vs-random-init gap is the largest.
     // Two seeds per scenario (minSeeds is 2) keep the probe to six new pretrainings.
     name: 'localization-probe',
-    suitePatch: { name: 'nightly-localization-probe', methods: ['mocov2'], datasets: ['synthetic-small'], tasks: ['knn', 'linear', 'semseg', 'unsup-seg'], metrics: ['knn.top1', 'linear.top1', 'semseg.mIoU', 'unsup-seg.mIoU'] },
+    suitePatch: { name: 'nightly-localization-probe', methods: ['mocov2'], methodArgs: { mocov2: { queueSize: 1024 } }, datasets: ['synthetic-small'], tasks: ['knn', 'linear', 'semseg', 'unsup-seg'], metrics: ['knn.top1', 'linear.top1', 'semseg.mIoU', 'unsup-seg.mIoU'] },
     basePatch: {
       data: { shardSamples: 256 },
-      pretrain: { batchSize: 32, steps: 300, imageSize: 64, queueSize: 1024, optimizer: { baseLr: 0.3 } },
+      pretrain: { batchSize: 32, steps: 300, imageSize: 64, optimizer: { baseLr: 0.3 } },
       evaluation: { imageSize: 64, maxSamplesPerSplit: 1000 },
     },
     storeName: 'global-vs-dense',

@@ -14,8 +14,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Rng } from '../core/rng.js';
 import { initBackend, tf } from '../core/tf.js';
-import { SGD } from '../stages/engine/optim.js';
-import { createMethod, learningRate, pretrainConfigSchema } from '../stages/pretrain/index.js';
+import { createMethod, createOptimizer, learningRate, pretrainConfigSchema } from '../stages/pretrain/index.js';
 
 const BATCH = 32;
 const QUEUE = 65536;
@@ -49,19 +48,18 @@ function randomImages(size: number, seed: number): tf.Tensor4D {
   return tf.tensor4d(values, [BATCH, size, size, 3]);
 }
 
-/** Our step, timed: the same code path as the pretraining stage (createMethod + SGD + trainStep). */
+/** Our step, timed: the same code path as the pretraining stage (createMethod + createOptimizer + step). */
 function measureOurs(method: 'mocov2' | 'densecl', size: number, steps: number): { seconds: number[]; losses: number[] } {
   const config = pretrainConfigSchema.parse({
     method,
     backbone: { arch: 'resnet18' },
     batchSize: BATCH,
-    queueSize: QUEUE,
     imageSize: size,
-    shuffleBnGroups: 1, // the reference runs single-process BN too
+    args: { queueSize: QUEUE, shuffleBnGroups: 1 }, // the reference runs single-process BN too
     steps: steps + 1,
   });
   const model = createMethod(config);
-  const optimizer = new SGD(model.online.trainable(), { momentum: config.optimizer.momentum, weightDecay: config.optimizer.weightDecay }, model.online.info);
+  const optimizer = createOptimizer(config, model.online);
   const [view0, view1] = [randomImages(size, 1), randomImages(size, 2)];
   const seconds: number[] = [];
   const losses: number[] = [];
@@ -69,8 +67,8 @@ function measureOurs(method: 'mocov2' | 'densecl', size: number, steps: number):
     for (let step = 0; step <= steps; step++) {
       const lr = learningRate(config, step, steps + 1);
       const t0 = performance.now();
-      const r = model.trainStep(view0, view1, (g) => optimizer.step(g, lr), new Rng(step));
-      const dt = (performance.now() - t0) / 1000; // trainStep reads the loss back, so the step has finished
+      const r = model.step({ views: [view0, view1], geometry: [] }, { step, totalSteps: steps + 1, rng: new Rng(step), applyGradients: (g) => optimizer.step(g, lr) });
+      const dt = (performance.now() - t0) / 1000; // step reads the loss back, so the step has finished
       if (step > 0) seconds.push(dt);
       losses.push(r.loss);
     }

@@ -13,6 +13,8 @@ import { followRun } from './progress.js';
 import { registerSuiteCommands } from './suite.js';
 import { registerScheduleCommands } from './schedule.js';
 import { registerBaselineCommands } from './baseline.js';
+import { argumentRows, consumesSummary, optimizerSummary } from '../stages/methods/describe.js';
+import { isMethodName, METHOD_NAMES, methodModule } from '../stages/methods/index.js';
 
 const program = new Command();
 program
@@ -148,6 +150,27 @@ program
   .action(async (file: string, o) => {
     const { config, hash } = await loadRunConfig(file, parseOverrides(o.set));
     print(`${file}: valid (config hash ${hash})`, { valid: true, hash, config });
+  });
+
+program
+  .command('methods')
+  .description(`the pretraining methods (pretrain.method): ${METHOD_NAMES.join(', ')}; with a name, its arguments (pretrain.args) and defaults`)
+  .argument('[name]')
+  .action((name?: string) => {
+    if (name !== undefined && !isMethodName(name)) throw new BadInputError(`unknown method '${name}' (valid: ${METHOD_NAMES.join(', ')})`, 'methods');
+    const names = name === undefined ? METHOD_NAMES : [name];
+    const rows = names.map((n) => {
+      const m = methodModule(n);
+      return { name: n, title: m.title, paper: m.paper, code: m.code, consumes: consumesSummary(m), optimizer: optimizerSummary(m), args: argumentRows(m), card: `docs/methods/${n}.md` };
+    });
+    const human = rows
+      .map((r) =>
+        name === undefined
+          ? `${r.name.padEnd(10)} ${r.title}`
+          : [`${r.name}: ${r.title}`, `  paper:     ${r.paper.citation} ${r.paper.url}`, `  code:      ${r.code.repo}@${r.code.commit}`, `  reads:     ${r.consumes}`, `  optimizer: ${r.optimizer}`, `  card:      ${r.card}`, '  pretrain.args:', ...r.args.map((a) => `    ${a.name.padEnd(18)} ${a.default.padEnd(10)} ${a.description}`)].join('\n'),
+      )
+      .join('\n');
+    print(name === undefined ? `${human}\n(densepipe methods NAME for a method's arguments)` : human, rows);
   });
 
 program

@@ -4,8 +4,9 @@ import { parseDocument } from 'yaml';
 import { digest } from './hash.js';
 import { BadInputError } from './errors.js';
 import { shardConfigSchema } from '../stages/data/index.js';
-import { proposalConfigSchema } from '../stages/proposals/index.js';
-import { pretrainConfigSchema } from '../stages/pretrain/index.js';
+import { proposalConfigSchema, resolveRecipe } from '../stages/proposals/index.js';
+import { pretrainConfigSchema } from '../stages/pretrain/config.js';
+import { methodModule } from '../stages/methods/index.js';
 import { evaluationConfigSchema } from '../stages/downstream/index.js';
 
 export const storeConfigSchema = z
@@ -42,14 +43,25 @@ export const runConfigSchema = z
     description: z.string().optional(),
     store: storeConfigSchema.prefault({}),
     data: shardConfigSchema.prefault({}),
-    /** `enabled: false` skips the stage (MoCo v2 and DenseCL do not read proposals). */
+    /** `enabled: false` skips the stage; a method that reads proposals (docs/methods/) needs it. */
     proposals: proposalConfigSchema.extend({ enabled: z.boolean().default(true) }).prefault({}),
     pretrain: pretrainConfigSchema.prefault({}),
     evaluation: evaluationConfigSchema.prefault({}),
     baselines: baselinesConfigSchema.prefault({}),
     orchestration: orchestrationConfigSchema.prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // A method that reads proposals needs the stage on, and region masks need a preset that keeps them.
+    const needs = methodModule(config.pretrain.method).consumes.proposals;
+    if (!needs) return;
+    const method = config.pretrain.method;
+    if (!config.proposals.enabled) {
+      ctx.addIssue({ code: 'custom', path: ['proposals', 'enabled'], message: `pretrain.method '${method}' reads ${needs.kind === 'regions' ? 'region masks' : 'proposal boxes'}: proposals.enabled must be true` });
+    } else if (needs.kind === 'regions' && !resolveRecipe(config.proposals).segments) {
+      ctx.addIssue({ code: 'custom', path: ['proposals', 'preset'], message: `pretrain.method '${method}' reads region masks: proposals.preset '${config.proposals.preset}' keeps no label maps (choose one with segments, e.g. r2o)` });
+    }
+  });
 
 export type RunConfig = z.infer<typeof runConfigSchema>;
 export type StoreConfig = z.infer<typeof storeConfigSchema>;

@@ -56,6 +56,8 @@ export interface Stage<I, C, O> {
   readonly version: string;
   /** The part of the config that decides the output (default: all of it). */
   keyConfig?(config: C): unknown;
+  /** The part of the inputs that decides the output (default: all of them), e.g. proposals only for a method that reads them. */
+  keyInputs?(inputs: I, config: C): unknown;
   /** Validate inputs and config before anything runs; throw BadInputError naming the field. */
   validate?(inputs: I, config: C): void;
   run(ctx: StageRunContext, inputs: I, config: C): Promise<O>;
@@ -108,7 +110,8 @@ function identityOf(inputs: unknown): unknown {
 
 export function stageHash<I, C, O>(stage: Stage<I, C, O>, inputs: I, config: C): string {
   const keyConfig = stage.keyConfig ? stage.keyConfig(config) : config;
-  return digest({ stage: stage.name, version: stage.version, config: keyConfig, inputs: identityOf(inputs) }, 20);
+  const keyInputs = stage.keyInputs ? stage.keyInputs(inputs, config) : inputs;
+  return digest({ stage: stage.name, version: stage.version, config: keyConfig, inputs: identityOf(keyInputs) }, 20);
 }
 
 export function stagePrefix(stageName: string, hash: string): string {

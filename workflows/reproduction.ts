@@ -1,6 +1,7 @@
 import { ActivityFailure, ApplicationFailure, defineQuery, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type * as cpuActivities from '../activities/cpu.js';
 import type * as gpuActivities from '../activities/gpu.js';
+import type { ProposalResult } from '../stages/proposals/index.js';
 import { NON_RETRYABLE_ERROR_TYPES } from '../core/errors.js';
 import {
   CPU_QUEUE,
@@ -96,7 +97,7 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
   const [dataset] = await track('shard', [() => cpu.shardDataset({ store: config.store, data: config.data })]);
 
   const trainShards = dataset!.ref.result.splits.train?.shardKeys ?? [];
-  let proposals: ActivityOutcome[] = [];
+  let proposals: ActivityOutcome<ProposalResult>[] = [];
   const { enabled: proposalsEnabled, ...proposalConfig } = config.proposals;
   if (proposalsEnabled === false) {
     stageOf('proposals').status = 'skipped';

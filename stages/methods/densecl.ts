@@ -15,40 +15,22 @@
  * Shapes: B batch, h×w last feature map, S² = h·w, C backbone channels, H hidden, D embedding, K queue length.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { Rng } from '../../core/rng.js';
+import { z } from 'zod';
+import { VIEW_PRESETS } from '../data/augment.js';
+import { paramsComponent, queuesComponent } from '../engine/checkpoint.js';
 import { Initializer, type ParamStore } from '../engine/params.js';
 import { DenseProjectionHead, MlpHead } from '../engine/heads.js';
 import { MemoryQueue } from '../engine/queue.js';
-import {
-  buildEncoderPair,
-  encodeShuffled,
-  enqueueKeys,
-  l2Normalize,
-  momentumContrastStep,
-  queueInfoNce,
-  reinitialize,
-  type BackboneFactory,
-  type Encoder,
-  type MomentumContrastArgs,
-  type MomentumContrastMethod,
-  type NamedGradients,
-  type StepResult,
-} from './mocov2.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { enqueueKeys, l2Normalize, queueInfoNce } from './shared/contrast.js';
+import { reinitialize } from './shared/heads.js';
+import { buildEncoderPair, encodeShuffled, momentumContrastArgs, momentumStep, validateMomentumContrast, type Encoder, type MomentumContrastArgs } from './shared/momentum-encoder.js';
 
-export interface DenseCLArgs extends MomentumContrastArgs {
-  /** λ, weight of the dense loss: L = (1−λ)·L_global + λ·L_dense. 0.5 (`loss_lambda`). */
-  lossLambda: number;
-}
-
-export const DENSECL_DEFAULTS: DenseCLArgs = {
-  temperature: 0.2,
-  queueSize: 65536,
-  momentum: 0.999,
-  embedDim: 128,
-  hiddenDim: 2048,
-  shuffleBnGroups: 1,
-  lossLambda: 0.5,
-};
+/** DenseCL's arguments: MoCo v2's plus λ (configs/selfsup/densecl/densecl_imagenet_200ep.py). */
+export const denseclArgs = momentumContrastArgs.extend({
+  lossLambda: z.number().min(0).max(1).default(0.5).describe('λ, weight of the dense loss: L = (1−λ)·L_global + λ·L_dense (`loss_lambda`)'),
+});
+export type DenseCLArgs = MomentumContrastArgs & { hiddenDim: number; lossLambda: number };
 
 // ------------------------------------------------------------------------------------------------
 // DenseCLNeck: global branch fc-relu-fc, dense branch conv1x1-relu-conv1x1, in parallel
@@ -178,11 +160,11 @@ export function denseclLoss(q: DenseEmbeddings, k: DenseEmbeddings, queue: tf.Te
 // DenseCL
 // ------------------------------------------------------------------------------------------------
 
-export class DenseCL implements MomentumContrastMethod {
-  readonly name = 'densecl' as const;
+export class DenseCL implements MethodInstance<DenseCLArgs> {
   readonly online: ParamStore;
   readonly momentumEncoder: ParamStore;
   readonly queues: { queue: MemoryQueue; queue2: MemoryQueue };
+  readonly state;
   /** Online (query) encoder. */
   readonly q: Encoder<DenseCLNeck>;
   /** Momentum (key) encoder. */
@@ -201,24 +183,26 @@ export class DenseCL implements MomentumContrastMethod {
       queue: new MemoryQueue(args.queueSize, args.embedDim, seed, 'queue'),
       queue2: new MemoryQueue(args.queueSize, args.embedDim, seed, 'queue2'),
     };
+    this.state = { momentum: paramsComponent(this.momentumEncoder), queues: queuesComponent([this.queues.queue, this.queues.queue2]) };
   }
 
-  trainStep(view0: tf.Tensor4D, view1: tf.Tensor4D, applyGradients: (grads: NamedGradients) => void, rng: Rng): StepResult {
+  /** Query from view 0, key from view 1, one direction (forward_train). */
+  step({ views: [view0, view1] }: MethodBatch, { rng, applyGradients }: StepContext): StepResult {
     const { shuffleBnGroups: groups, temperature, lossLambda } = this.args;
     const { queue, queue2 } = this.queues;
-    return momentumContrastStep<DenseEmbeddings>(
+    return momentumStep<DenseEmbeddings>(
       {
         online: this.online,
         momentumEncoder: this.momentumEncoder,
         momentum: this.args.momentum,
         // k, k_grid, k2 and k_b are all un-shuffled with the same inverse permutation.
-        encodeKeys: () => encodeShuffled(view1, groups, rng, (x, opts) => denseclEmbed(this.k.head, this.k.backbone.apply(x, opts))),
-        queryLoss: (keys) => {
-          const qMap = this.q.backbone.apply(view0, { training: true, bnGroups: groups });
+        encodeKeys: () => encodeShuffled(view1!, groups, rng, (x, opts) => denseclEmbed(this.k.head, this.k.backbone.apply(x, opts))),
+        loss: (keys) => {
+          const qMap = this.q.backbone.apply(view0!, { training: true, bnGroups: groups });
           const out = denseclLoss(denseclEmbed(this.q.head, qMap), keys, queue.buffer as tf.Tensor2D, queue2.buffer as tf.Tensor2D, temperature, lossLambda);
           return { loss: out.loss, parts: { single: out.single, dense: out.dense } };
         },
-        enqueue: (keys) => {
+        afterStep: (keys) => {
           enqueueKeys(queue, keys.global);
           enqueueKeys(queue2, keys.pooledGrid);
         },
@@ -234,3 +218,16 @@ export class DenseCL implements MomentumContrastMethod {
     this.queues.queue2.dispose();
   }
 }
+
+export const densecl = defineMethod({
+  name: 'densecl',
+  title: 'DenseCL: MoCo v2 plus a dense InfoNCE over backbone-feature correspondences',
+  paper: { citation: 'Wang, Zhang, Shen, Kong, Li. Dense Contrastive Learning for Self-Supervised Visual Pre-Training. CVPR 2021', url: 'https://arxiv.org/abs/2011.09157' },
+  code: { repo: 'WXinlong/DenseCL', commit: 'b64bbb6' },
+  args: denseclArgs,
+  consumes: { views: VIEW_PRESETS.mocoV2, geometry: false },
+  // densecl_imagenet_200ep.py: SGD lr 0.03 at batch 256, momentum 0.9, wd 1e-4, cosine, no warm-up.
+  optimizer: { kind: 'sgd', baseLr: 0.03, momentum: 0.9, weightDecay: 1e-4, warmupFraction: 0 },
+  validate: validateMomentumContrast,
+  create: ({ args, backbone, backboneChannels, seed }) => new DenseCL({ ...args, hiddenDim: args.hiddenDim ?? backboneChannels }, backbone, seed),
+});

@@ -1,88 +1,34 @@
 /**
- * The pretraining stage: MoCo v2 or DenseCL on a torchvision-named ResNet, fed two MoCo v2 views per image
- * from the dataset's WebDataset shards, with durable checkpoints and exact resume.
- *
- * Checkpoint = one training-state file (online + momentum encoders incl. BN buffers, SGD momentum buffers,
- * queues + pointers, step, data cursor, loss curve so far). Every random draw is a function of (seed, step)
- * or (seed, data cursor), so restoring it reproduces the uninterrupted run's numbers.
+ * The pretraining stage: any registered method (stages/methods/index.ts) on a torchvision-named ResNet,
+ * fed exactly what the method declares (views with its augmentation recipe, crop geometry, proposals,
+ * labels) from the dataset's WebDataset shards, through the one training loop (./loop.ts) with durable
+ * checkpoints and exact resume.
  */
-import { z } from 'zod';
-import { BadInputError, TrainingDivergedError, throwIfAborted } from '../../core/errors.js';
+import { BadInputError } from '../../core/errors.js';
 import { Rng } from '../../core/rng.js';
 import type { Stage, StageRef } from '../../core/stage.js';
 import { joinKey, putJson } from '../../core/store/index.js';
-import { BACKEND_CHOICES, initBackend, tf } from '../../core/tf.js';
-import { encodeTrainingState, optimizerComponent, paramsComponent, queuesComponent, restoreTrainingState, type TrainingStateSpec } from '../engine/checkpoint.js';
+import { initBackend, tf } from '../../core/tf.js';
+import { optimizerComponent, paramsComponent, type TrainingStateSpec } from '../engine/checkpoint.js';
 import { exportStateDict } from '../engine/export.js';
-import { SGD } from '../engine/optim.js';
+import { AdamW, LARS, SGD, type Optimizer } from '../engine/optim.js';
+import type { ParamStore } from '../engine/params.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { warmupCosineLr } from '../engine/schedule.js';
-import { DenseCL, DENSECL_DEFAULTS } from '../methods/densecl.js';
-import { MOCOV2_DEFAULTS, MoCoV2, validateMomentumContrastArgs, type BackboneFactory, type MomentumContrastMethod } from '../methods/mocov2.js';
-import { START_CURSOR, ViewBatchFeeder, type DataCursor } from './feeder.js';
+import { methodModule } from '../methods/index.js';
+import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule } from '../methods/contract.js';
+import type { PretrainConfig } from './config.js';
+import { loadProposals, MethodBatchFeeder, type HostBatch } from './feeder.js';
+import { runTrainingLoop } from './loop.js';
 
-const PRESETS = Object.keys(RESNET_PRESETS) as [ResNetPreset, ...ResNetPreset[]];
-
-export const pretrainConfigSchema = z.strictObject({
-  method: z.enum(['mocov2', 'densecl']).default('densecl'),
-  backbone: z
-    .strictObject({
-      /** A stages/engine ResNet preset (torchvision names); downstream evaluation rebuilds the same one. */
-      arch: z.enum(PRESETS).default('resnet18-w16-cifar'),
-    })
-    .prefault({}),
-  batchSize: z.number().int().min(2).default(32),
-  /** Optimizer steps; ignored when `epochs` is set. */
-  steps: z.number().int().min(1).default(200),
-  /** Passes over the split; total steps = floor(epochs · samples / batchSize). */
-  epochs: z.number().positive().optional(),
-  optimizer: z
-    .strictObject({
-      kind: z.literal('sgd').default('sgd'),
-      /** Learning rate at batch 256 (MoCo v2 / DenseCL: 0.03); the run uses baseLr · batchSize / 256 (linear scaling). */
-      baseLr: z.number().positive().default(0.03),
-      momentum: z.number().min(0).max(1).default(0.9),
-      weightDecay: z.number().min(0).default(1e-4),
-    })
-    .prefault({}),
-  schedule: z
-    .strictObject({
-      kind: z.enum(['cosine', 'constant']).default('cosine'),
-      warmupSteps: z.number().int().min(0).default(0),
-    })
-    .prefault({}),
-  /** K; 65536 in the papers, scaled to the toy datasets. Must be a multiple of batchSize. */
-  queueSize: z.number().int().min(1).default(4096),
-  temperature: z.number().positive().default(0.2),
-  /** m of the momentum encoder. */
-  emaMomentum: z.number().min(0).max(1).default(0.999),
-  embedDim: z.number().int().min(1).default(128),
-  /** MLP hidden width; default = the backbone's output channels, as in both papers (2048 for ResNet-50). */
-  hiddenDim: z.number().int().min(1).optional(),
-  /** DenseCL λ. */
-  lossLambda: z.number().min(0).max(1).default(0.5),
-  /** Emulated GPUs for shuffle-BN (1 = plain BN over the whole batch). */
-  shuffleBnGroups: z.number().int().min(1).default(2),
-  imageSize: z.number().int().min(16).default(64),
-  split: z.string().default('train'),
-  seed: z.number().int().min(0).default(0),
-  /** Save a checkpoint after this many steps or this many seconds, whichever comes first. */
-  checkpointEvery: z
-    .strictObject({
-      steps: z.number().int().min(1).default(100),
-      seconds: z.number().positive().default(600),
-    })
-    .prefault({}),
-  backend: z.enum(BACKEND_CHOICES as [string, ...string[]]).default('auto'),
-});
-
-export type PretrainConfig = z.infer<typeof pretrainConfigSchema>;
-export type PretrainConfigInput = z.input<typeof pretrainConfigSchema>;
+export { pretrainConfigSchema, type PretrainConfig, type PretrainConfigInput } from './config.js';
+export type { LossPoint } from './loop.js';
 
 export interface PretrainInputs {
   /** The shard stage's output; the training loader reads its dataset manifest (shard sha256s, sample counts). */
-  dataset: StageRef<{ datasetManifestKey: string; splits: Record<string, { shardKeys: string[]; samples: number }> }>;
-  proposals?: StageRef[];
+  dataset: StageRef<{ datasetManifestKey: string; classes?: string[]; splits: Record<string, { shardKeys: string[]; samples: number }> }>;
+  /** The proposal stage's outputs, one per training shard; read (and part of the cache key) only when the method consumes proposals. */
+  proposals?: StageRef<{ proposalsKey: string; segmentsKey?: string }>[];
 }
 
 export interface PretrainResult {
@@ -101,31 +47,24 @@ export interface PretrainResult {
   effectiveLr: number;
 }
 
-export interface LossPoint {
-  step: number;
-  loss: number;
-  lr: number;
-  [part: string]: number;
-}
-
-const STATE_FILE = 'state.safetensors';
-
-function totalSteps(config: PretrainConfig, samples: number): number {
+export function totalSteps(config: Pick<PretrainConfig, 'epochs' | 'steps' | 'batchSize'>, samples: number): number {
   if (config.epochs === undefined) return config.steps;
   return Math.max(1, Math.floor((config.epochs * samples) / config.batchSize));
 }
 
+/** Linear scaling to the batch, warm-up (default: the method's fraction of the run), then cosine or constant. */
 export function learningRate(config: PretrainConfig, step: number, total: number): number {
   const peak = (config.optimizer.baseLr * config.batchSize) / 256;
-  if (config.schedule.kind === 'constant') return peak;
-  return warmupCosineLr(step, { baseLr: peak, totalSteps: total, warmupSteps: Math.min(config.schedule.warmupSteps, total) });
+  const warmupSteps = Math.min(total, config.schedule.warmupSteps ?? Math.round(methodModule(config.method).optimizer.warmupFraction * total));
+  if (config.schedule.kind === 'constant') return step < warmupSteps ? (peak * step) / warmupSteps : peak;
+  return warmupCosineLr(step, { baseLr: peak, totalSteps: total, warmupSteps });
 }
 
 /** The engine's ResNet, truncated at its last stage (C5), built into the encoder's ParamStore. */
 export function resnetBackbone(arch: ResNetPreset): BackboneFactory {
   return (store, prefix, seed) => {
     const net = new ResNet({ ...RESNET_PRESETS[arch], layers: [...RESNET_PRESETS[arch].layers], numClasses: 0 }, seed, store, prefix);
-    return { outChannels: net.outChannels, apply: (x, opts) => net.apply(x, opts).dense };
+    return { outChannels: net.outChannels, stride: 32, apply: (x, opts) => net.apply(x, opts).dense };
   };
 }
 
@@ -135,138 +74,139 @@ export function presetOutChannels(arch: ResNetPreset): number {
   return p.baseWidth * 2 ** (p.layers.length - 1) * (p.block === 'bottleneck' ? 4 : 1);
 }
 
-export function createMethod(config: PretrainConfig): MomentumContrastMethod {
-  const backbone = resnetBackbone(config.backbone.arch);
-  const common = {
-    temperature: config.temperature,
-    queueSize: config.queueSize,
-    momentum: config.emaMomentum,
-    embedDim: config.embedDim,
-    hiddenDim: config.hiddenDim ?? presetOutChannels(config.backbone.arch),
-    shuffleBnGroups: config.shuffleBnGroups,
+/** Build the configured method on the configured backbone. */
+export function createMethod(config: PretrainConfig, totalSteps = config.steps): MethodInstance {
+  const module = methodModule(config.method) as MethodModule;
+  module.validate?.(config.args, { batchSize: config.batchSize, imageSize: config.imageSize });
+  return module.create({
+    args: config.args,
+    backbone: resnetBackbone(config.backbone.arch),
+    backboneChannels: presetOutChannels(config.backbone.arch),
+    seed: config.seed,
+    batchSize: config.batchSize,
+    imageSize: config.imageSize,
+    totalSteps,
+  });
+}
+
+/** The configured optimizer over the online encoder's trainable parameters. */
+export function createOptimizer(config: Pick<PretrainConfig, 'optimizer'>, online: ParamStore): Optimizer {
+  const { kind, momentum, weightDecay } = config.optimizer;
+  const params = online.trainable();
+  const build = {
+    sgd: () => new SGD(params, { momentum, weightDecay }, online.info),
+    lars: () => new LARS(params, { momentum, weightDecay }, online.info),
+    adamw: () => new AdamW(params, { beta1: momentum, weightDecay }, online.info),
+  } satisfies Record<PretrainConfig['optimizer']['kind'], () => Optimizer>;
+  return build[kind]();
+}
+
+/** Host arrays → the tensors a method's step reads (the caller disposes them with `disposeBatch`). */
+export function toMethodBatch(host: HostBatch, batchSize: number): MethodBatch {
+  return {
+    views: host.views.map((data, v) => tf.tensor4d(data, [batchSize, host.viewSizes[v]![1], host.viewSizes[v]![0], 3])),
+    geometry: host.geometry,
+    ...(host.proposals ? { proposals: host.proposals } : {}),
+    ...(host.labels ? { labels: tf.tensor2d(host.labels, [batchSize, host.labels.length / batchSize]) } : {}),
   };
-  validateMomentumContrastArgs(common, config.batchSize);
-  if (config.method === 'mocov2') return new MoCoV2({ ...MOCOV2_DEFAULTS, ...common }, backbone, config.seed);
-  return new DenseCL({ ...DENSECL_DEFAULTS, ...common, lossLambda: config.lossLambda }, backbone, config.seed);
+}
+
+export function disposeBatch(batch: MethodBatch): void {
+  tf.dispose([...batch.views, ...(batch.labels ? [batch.labels] : [])]);
 }
 
 /** Everything a checkpoint holds; the signature refuses a state from another model or method. */
-function trainingStateSpec(config: PretrainConfig, method: MomentumContrastMethod, optimizer: SGD): TrainingStateSpec {
+function trainingStateSpec(config: PretrainConfig, method: MethodInstance, optimizer: Optimizer): TrainingStateSpec {
   return {
-    signature: { method: config.method, arch: config.backbone.arch, args: method.args, batchSize: config.batchSize, imageSize: config.imageSize },
-    components: {
-      online: paramsComponent(method.online),
-      momentum: paramsComponent(method.momentumEncoder),
-      optimizer: optimizerComponent(optimizer),
-      queues: queuesComponent(Object.values(method.queues)),
-    },
+    signature: { method: config.method, arch: config.backbone.arch, args: method.args, optimizer: config.optimizer.kind, batchSize: config.batchSize, imageSize: config.imageSize },
+    components: { online: paramsComponent(method.online), optimizer: optimizerComponent(optimizer), ...method.state },
   };
 }
 
 export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult> = {
   name: 'pretrain',
-  // 2: views come from the data stage's training loader (was: a reader of its own).
-  version: '2',
+  // 3: methods as modules: per-method `args` and optimizer recipe; proposals only in the key of methods that read them.
+  version: '3',
   // Where and how often checkpoints are taken, and on which backend, do not change what is learned.
   keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => rest,
+  keyInputs: (inputs, config) => (methodModule(config.method).consumes.proposals ? inputs : { dataset: inputs.dataset }),
   validate(inputs, config) {
     const split = inputs.dataset?.result?.splits?.[config.split];
     if (!split) throw new BadInputError(`the dataset has no split '${config.split}' (has: ${Object.keys(inputs.dataset?.result?.splits ?? {}).join(', ') || 'none'})`, 'pretrain.split');
     if (split.samples < config.batchSize) throw new BadInputError(`split '${config.split}' has ${split.samples} samples, fewer than one batch of ${config.batchSize}`, 'pretrain.batchSize');
-    if (config.queueSize % config.batchSize !== 0) throw new BadInputError(`${config.queueSize} must be a multiple of batchSize ${config.batchSize}`, 'pretrain.queueSize');
-    if (config.batchSize % config.shuffleBnGroups !== 0) throw new BadInputError(`${config.shuffleBnGroups} must divide batchSize ${config.batchSize}`, 'pretrain.shuffleBnGroups');
     if (!inputs.dataset.result.datasetManifestKey) throw new BadInputError('the dataset reference has no datasetManifestKey (is it a shard stage output?)', 'inputs.dataset');
+    const module = methodModule(config.method);
+    try {
+      module.validate?.(config.args, { batchSize: config.batchSize, imageSize: config.imageSize });
+    } catch (err) {
+      if (err instanceof BadInputError && err.where) throw new BadInputError(err.message.slice(err.where.length + 2), `pretrain.${err.where}`);
+      throw err;
+    }
+    const needs = module.consumes.proposals;
+    if (needs) {
+      const refs = inputs.proposals ?? [];
+      if (refs.length === 0) throw new BadInputError(`method '${config.method}' reads proposals and the run has none`, 'pretrain.method / proposals.enabled');
+      if (needs.kind === 'regions' && refs.some((r) => !r.result?.segmentsKey)) {
+        throw new BadInputError(`method '${config.method}' reads region masks and these proposals kept none`, 'pretrain.method / proposals.preset');
+      }
+    }
+    if (module.consumes.labels && !(inputs.dataset.result.classes?.length)) throw new BadInputError('the dataset has no classes and this method reads labels', 'pretrain.method');
   },
   async run(ctx, inputs, config) {
     await initBackend(config.backend as Parameters<typeof initBackend>[0]);
     const split = inputs.dataset.result.splits[config.split]!;
     const total = totalSteps(config, split.samples);
-    const method = createMethod(config);
-    const optimizer = new SGD(method.online.trainable(), { momentum: config.optimizer.momentum, weightDecay: config.optimizer.weightDecay }, method.online.info);
-    const spec = trainingStateSpec(config, method, optimizer);
-    let feeder: ViewBatchFeeder | null = null;
+    const module = methodModule(config.method);
+    const method = createMethod(config, total);
+    const optimizer = createOptimizer(config, method.online);
+    const needs = module.consumes.proposals;
+    const proposals = needs ? { byKey: await loadProposals(ctx.store, inputs.proposals!.map((r) => r.result), needs.kind === 'regions'), needs } : undefined;
+    const numClasses = module.consumes.labels ? inputs.dataset.result.classes!.length : undefined;
     try {
-      // ---- resume
-      let step = 0;
-      let cursor: DataCursor = START_CURSOR;
-      let curve: LossPoint[] = [];
-      // Throughput over every attempt's timed steps, carried through checkpoints.
-      let trainSeconds = 0;
-      let timedSteps = 0;
-      const latest = await ctx.checkpoints.latest();
-      if (latest) {
-        const state = restoreTrainingState(await latest.read(STATE_FILE), spec, `${ctx.checkpoints.prefix} step ${latest.step}`);
-        step = state.step;
-        cursor = state.extra.cursor as DataCursor;
-        curve = state.extra.curve as LossPoint[];
-        ({ seconds: trainSeconds, steps: timedSteps } = state.extra.throughput as { seconds: number; steps: number });
-        ctx.log(`pretrain: resumed at step ${step} of ${total}`);
-      }
-      const resumedFromStep = step;
-      feeder = await ViewBatchFeeder.open(
-        { store: ctx.store, datasetManifestKey: inputs.dataset.result.datasetManifestKey, split: config.split, seed: config.seed, batchSize: config.batchSize, imageSize: config.imageSize, signal: ctx.signal },
-        cursor,
-      );
+      const trained = await runTrainingLoop<HostBatch>({
+        ctx,
+        spec: trainingStateSpec(config, method, optimizer),
+        label: `pretrain (${config.method})`,
+        totalSteps: total,
+        batchSize: config.batchSize,
+        checkpointEvery: config.checkpointEvery,
+        open: async (cursor) => {
+          const feeder = await MethodBatchFeeder.open(
+            { store: ctx.store, datasetManifestKey: inputs.dataset.result.datasetManifestKey, split: config.split, seed: config.seed, batchSize: config.batchSize, views: module.consumes.views(config.imageSize), sharedFlip: module.consumes.sharedFlip, proposals, numClasses, signal: ctx.signal },
+            cursor,
+          );
+          return { next: async () => feeder.nextBatch().then((batch) => ({ batch, cursor: batch.next })), close: () => feeder.close() };
+        },
+        learningRate: (step) => learningRate(config, step, total),
+        step: (host, step, lr) => {
+          const batch = toMethodBatch(host, config.batchSize);
+          try {
+            return method.step(batch, { step, totalSteps: total, rng: Rng.fromSeed('pretrain-shuffle-bn', config.seed, step), applyGradients: (grads) => optimizer.step(grads, lr) });
+          } finally {
+            disposeBatch(batch);
+          }
+        },
+      });
 
-      const save = async (atStep: number, at: DataCursor) => {
-        const bytes = await encodeTrainingState(spec, { step: atStep, rng: {}, extra: { cursor: at, curve, throughput: { seconds: trainSeconds, steps: timedSteps } } });
-        await ctx.checkpoints.save(atStep, { [STATE_FILE]: bytes }, { cursor: at });
-      };
-
-      // ---- train
-      let lastSave = { step, time: performance.now() };
-      const shape: [number, number, number, number] = [config.batchSize, config.imageSize, config.imageSize, 3];
-      while (step < total) {
-        throwIfAborted(ctx.signal);
-        const batch = await feeder.nextBatch();
-        const lr = learningRate(config, step, total);
-        const t0 = performance.now();
-        const view0 = tf.tensor4d(batch.view0, shape);
-        const view1 = tf.tensor4d(batch.view1, shape);
-        const result = method.trainStep(view0, view1, (grads) => optimizer.step(grads, lr), Rng.fromSeed('pretrain-shuffle-bn', config.seed, step));
-        tf.dispose([view0, view1]);
-        const seconds = (performance.now() - t0) / 1000;
-        if (!Number.isFinite(result.loss)) throw new TrainingDivergedError(`pretrain: loss became ${result.loss} at step ${step} (lr ${lr})`);
-        // The first step of an attempt pays for kernel set-up; leave it out of the throughput.
-        if (step > resumedFromStep) {
-          trainSeconds += seconds;
-          timedSteps += 1;
-        }
-        step += 1;
-        curve.push({ step, loss: result.loss, lr, ...result.parts });
-        const imagesPerSecond = timedSteps > 0 ? (timedSteps * config.batchSize) / trainSeconds : config.batchSize / seconds;
-        ctx.progress({ fraction: step / total, step, total, metrics: { loss: result.loss, lr, imagesPerSecond, ...result.parts } });
-        const due = step - lastSave.step >= config.checkpointEvery.steps || (performance.now() - lastSave.time) / 1000 >= config.checkpointEvery.seconds;
-        // The last step is always saved: a retry after a failed upload then goes straight to the outputs.
-        if (due || step === total) {
-          await save(step, batch.next);
-          lastSave = { step, time: performance.now() };
-        }
-        // Let timers, heartbeats and cancellation in between two synchronous TensorFlow steps.
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-
-      // ---- outputs
       const backboneKey = joinKey(ctx.outputPrefix, 'backbone.safetensors');
       const weights = await exportStateDict(method.online, {
         stripPrefix: 'backbone.',
-        metadata: { method: config.method, arch: config.backbone.arch, steps: String(step) },
+        metadata: { method: config.method, arch: config.backbone.arch, steps: String(trained.steps) },
       });
       await ctx.store.put(backboneKey, weights);
       const lossCurveKey = joinKey(ctx.outputPrefix, 'loss-curve.json');
-      await putJson(ctx.store, lossCurveKey, { method: config.method, points: curve });
+      await putJson(ctx.store, lossCurveKey, { method: config.method, points: trained.curve });
       return {
         backboneKey,
         backboneArch: config.backbone.arch,
-        finalLoss: curve.length ? curve[curve.length - 1]!.loss : Number.NaN,
-        steps: step,
+        finalLoss: trained.curve.at(-1)?.loss ?? Number.NaN,
+        steps: trained.steps,
         lossCurveKey,
-        imagesPerSecond: timedSteps > 0 ? (timedSteps * config.batchSize) / trainSeconds : 0,
-        resumedFromStep,
+        imagesPerSecond: trained.imagesPerSecond,
+        resumedFromStep: trained.resumedFromStep,
         effectiveLr: (config.optimizer.baseLr * config.batchSize) / 256,
       };
     } finally {
-      await feeder?.close();
       optimizer.dispose();
       method.dispose();
     }

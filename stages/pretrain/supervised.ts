@@ -7,18 +7,20 @@
  * It answers the question every dense-SSL paper's table asks: does the method beat supervised
  * pretraining on the downstream tasks?
  */
-import { BadInputError, TrainingDivergedError, throwIfAborted } from '../../core/errors.js';
+import { BadInputError } from '../../core/errors.js';
 import type { Stage, StageRef } from '../../core/stage.js';
 import { joinKey, putJson } from '../../core/store/index.js';
 import { initBackend, tf } from '../../core/tf.js';
-import { encodeTrainingState, optimizerComponent, paramsComponent, restoreTrainingState, type TrainingStateSpec } from '../engine/checkpoint.js';
+import { optimizerComponent, paramsComponent, type TrainingStateSpec } from '../engine/checkpoint.js';
 import { exportStateDict } from '../engine/export.js';
 import { namedGradients } from '../engine/grads.js';
 import { SGD } from '../engine/optim.js';
 import { RESNET_PRESETS, ResNet } from '../engine/resnet.js';
 import { warmupCosineLr } from '../engine/schedule.js';
-import { augmentView, createTrainLoader, type DecodedSample, type LoaderCursor, type ViewSpec } from '../data/index.js';
-import type { PretrainConfig, LossPoint } from './index.js';
+import type { ViewSpec } from '../data/index.js';
+import type { PretrainConfig } from './config.js';
+import { MethodBatchFeeder, type HostBatch } from './feeder.js';
+import { runTrainingLoop } from './loop.js';
 
 export interface SupervisedInputs {
   dataset: StageRef<{ datasetManifestKey: string; classes: string[]; splits: Record<string, { shardKeys: string[]; samples: number }> }>;
@@ -65,19 +67,6 @@ export interface SupervisedResult {
   resumedFromStep: number;
 }
 
-const STATE_FILE = 'state.safetensors';
-
-/** Classes present in a sample, as a multi-hot row. */
-function targetOf(sample: DecodedSample, numClasses: number, where: string): Float32Array {
-  const row = new Float32Array(numClasses);
-  const labels = sample.labels.length > 0 ? Array.from(sample.labels) : sample.imageLabel !== undefined ? [sample.imageLabel] : [];
-  for (const label of labels) {
-    if (!(label >= 0 && label < numClasses)) throw new BadInputError(`label ${label} outside the dataset's ${numClasses} classes`, where);
-    row[label] = 1;
-  }
-  return row;
-}
-
 /** The standard supervised augmentation: RandomResizedCrop(0.08, 1) and a horizontal flip. */
 function viewSpec(size: number): ViewSpec {
   return { size, scale: [0.08, 1], flipP: 0.5 };
@@ -85,7 +74,8 @@ function viewSpec(size: number): ViewSpec {
 
 export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, SupervisedResult> = {
   name: 'pretrain-supervised',
-  version: '1',
+  // 2: fed by the pretraining feeder (ImageNet-normalised pixels) through the shared training loop.
+  version: '2',
   keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => rest,
   validate(inputs, config) {
     const split = inputs.dataset?.result?.splits?.[config.split];
@@ -103,68 +93,41 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
       signature: { method: 'supervised-multilabel', arch: config.arch, numClasses, batchSize: config.batchSize, imageSize: config.imageSize },
       components: { model: paramsComponent(net.params), optimizer: optimizerComponent(optimizer) },
     };
+    const peakLr = (config.baseLr * config.batchSize) / 256;
     try {
-      let step = 0;
-      let cursor: LoaderCursor = { epoch: 0, position: 0 };
-      let curve: LossPoint[] = [];
-      const latest = await ctx.checkpoints.latest();
-      if (latest) {
-        const state = restoreTrainingState(await latest.read(STATE_FILE), spec, `${ctx.checkpoints.prefix} step ${latest.step}`);
-        step = state.step;
-        cursor = state.extra.cursor as LoaderCursor;
-        curve = state.extra.curve as LossPoint[];
-      }
-      const resumedFromStep = step;
-      const loader = await createTrainLoader({
-        store: ctx.store,
-        dataset: inputs.dataset.result.datasetManifestKey,
-        split: config.split,
-        seed: config.seed,
-        signal: ctx.signal,
-        transform: (sample, rng) => ({ image: augmentView(rng, sample.image, viewSpec(config.imageSize)).image, target: targetOf(sample, numClasses, sample.key) }),
+      const trained = await runTrainingLoop<HostBatch>({
+        ctx,
+        spec,
+        label: 'supervised baseline',
+        totalSteps: config.steps,
+        batchSize: config.batchSize,
+        checkpointEvery: config.checkpointEvery,
+        open: async (cursor) => {
+          const feeder = await MethodBatchFeeder.open(
+            { store: ctx.store, datasetManifestKey: inputs.dataset.result.datasetManifestKey, split: config.split, seed: config.seed, batchSize: config.batchSize, views: [viewSpec(config.imageSize)], numClasses, signal: ctx.signal },
+            cursor,
+          );
+          return { next: async () => feeder.nextBatch().then((batch) => ({ batch, cursor: batch.next })), close: () => feeder.close() };
+        },
+        learningRate: (step) => warmupCosineLr(step, { baseLr: peakLr, totalSteps: config.steps, warmupSteps: 0 }),
+        step: (host, _step, lr) => {
+          const x = tf.tensor4d(host.views[0]!, [config.batchSize, config.imageSize, config.imageSize, 3]);
+          const y = tf.tensor2d(host.labels!, [config.batchSize, numClasses]);
+          const { loss, grads } = namedGradients(
+            () => tf.losses.sigmoidCrossEntropy(y, net.apply(x, { training: true }).logits!, undefined, undefined, tf.Reduction.MEAN) as tf.Scalar,
+            net.params.trainable(),
+          );
+          optimizer.step(grads, lr);
+          const value = loss.dataSync()[0]!;
+          tf.dispose([x, y, loss, ...grads.values()]);
+          return { loss: value, parts: {} };
+        },
       });
-      const items = loader.iterate(cursor);
-      const peakLr = (config.baseLr * config.batchSize) / 256;
-      const pixels = config.imageSize * config.imageSize * 3;
-      let lastSave = { step, time: performance.now() };
-      while (step < config.steps) {
-        throwIfAborted(ctx.signal);
-        const images = new Float32Array(config.batchSize * pixels);
-        const targets = new Float32Array(config.batchSize * numClasses);
-        for (let i = 0; i < config.batchSize; i++) {
-          const next = await items.next();
-          if (next.done) throw new Error('the training loader ended unexpectedly');
-          images.set(next.value.value.image.data, i * pixels);
-          targets.set(next.value.value.target, i * numClasses);
-          cursor = next.value.cursor;
-        }
-        const lr = warmupCosineLr(step, { baseLr: peakLr, totalSteps: config.steps, warmupSteps: 0 });
-        const x = tf.tensor4d(images, [config.batchSize, config.imageSize, config.imageSize, 3]);
-        const y = tf.tensor2d(targets, [config.batchSize, numClasses]);
-        const { loss, grads } = namedGradients(
-          () => tf.losses.sigmoidCrossEntropy(y, net.apply(x, { training: true }).logits!, undefined, undefined, tf.Reduction.MEAN) as tf.Scalar,
-          net.params.trainable(),
-        );
-        optimizer.step(grads, lr);
-        const lossValue = (await loss.data())[0]!;
-        tf.dispose([x, y, loss, ...grads.values()]);
-        if (!Number.isFinite(lossValue)) throw new TrainingDivergedError(`supervised baseline: loss became ${lossValue} at step ${step}`);
-        step += 1;
-        curve.push({ step, loss: lossValue, lr });
-        ctx.progress({ fraction: step / config.steps, step, total: config.steps, metrics: { loss: lossValue, lr } });
-        const due = step - lastSave.step >= config.checkpointEvery.steps || (performance.now() - lastSave.time) / 1000 >= config.checkpointEvery.seconds;
-        if (due || step === config.steps) {
-          const bytes = await encodeTrainingState(spec, { step, rng: {}, extra: { cursor, curve } });
-          await ctx.checkpoints.save(step, { [STATE_FILE]: bytes }, { cursor });
-          lastSave = { step, time: performance.now() };
-        }
-        await new Promise((resolve) => setImmediate(resolve));
-      }
       const backboneKey = joinKey(ctx.outputPrefix, 'backbone.safetensors');
-      await ctx.store.put(backboneKey, await exportStateDict(net.params, { exclude: (name) => name.startsWith('fc.'), metadata: { method: 'supervised', arch: config.arch, steps: String(step) } }));
+      await ctx.store.put(backboneKey, await exportStateDict(net.params, { exclude: (name) => name.startsWith('fc.'), metadata: { method: 'supervised', arch: config.arch, steps: String(trained.steps) } }));
       const lossCurveKey = joinKey(ctx.outputPrefix, 'loss-curve.json');
-      await putJson(ctx.store, lossCurveKey, { method: 'supervised', points: curve });
-      return { backboneKey, backboneArch: config.arch, finalLoss: curve.at(-1)?.loss ?? Number.NaN, steps: step, lossCurveKey, resumedFromStep };
+      await putJson(ctx.store, lossCurveKey, { method: 'supervised', points: trained.curve });
+      return { backboneKey, backboneArch: config.arch, finalLoss: trained.curve.at(-1)?.loss ?? Number.NaN, steps: trained.steps, lossCurveKey, resumedFromStep: trained.resumedFromStep };
     } finally {
       optimizer.dispose();
       net.params.dispose();

@@ -9,10 +9,10 @@ import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, configHash, describeZodError, mergeDeep, parseRunConfig, type RunConfig } from '../../core/config.js';
 import { digest } from '../../core/hash.js';
-import { pretrainConfigSchema } from '../pretrain/index.js';
+import { METHOD_NAMES } from '../methods/index.js';
 import { EVALUATION_TASKS, type EvaluationTask } from '../downstream/index.js';
 
-export const SUITE_METHODS = pretrainConfigSchema.shape.method.unwrap().options;
+export const SUITE_METHODS = METHOD_NAMES;
 
 /** The built-in benchmark at its three scales; a dataset name maps to `data.source`. */
 export const SUITE_DATASETS = {
@@ -58,6 +58,8 @@ export const suiteConfigSchema = z.strictObject({
   /** Run-config fields shared by every member (same schema as a run config; method, seed, tasks and data source are set per member). */
   base: z.record(z.string(), z.unknown()).default({}),
   methods: z.array(z.string()).min(1),
+  /** Each method's own arguments (`pretrain.args` of its members), e.g. `{ densecl: { queueSize: 1024 } }`. */
+  methodArgs: z.record(z.string(), z.record(z.string(), z.unknown())).default({}),
   datasets: z.array(z.string()).min(1).default(['synthetic-tiny']),
   seeds: z.array(z.number().int().min(0)).min(1),
   tasks: z.array(z.string()).min(1),
@@ -113,6 +115,9 @@ export function parseSuite(raw: unknown, source = 'suite'): Suite {
   s.methods.forEach((m, i) => {
     if (!(SUITE_METHODS as readonly string[]).includes(m)) fail(source, `methods.${i}`, `unknown method '${m}' (known: ${SUITE_METHODS.join(', ')})`);
   });
+  for (const m of Object.keys(s.methodArgs)) {
+    if (!s.methods.includes(m)) fail(source, `methodArgs.${m}`, `'${m}' is not one of this suite's methods (${s.methods.join(', ')})`);
+  }
   s.datasets.forEach((d, i) => {
     if (!(d in SUITE_DATASETS)) fail(source, `datasets.${i}`, `unknown dataset '${d}' (known: ${Object.keys(SUITE_DATASETS).join(', ')})`);
   });
@@ -126,11 +131,11 @@ export function parseSuite(raw: unknown, source = 'suite'): Suite {
   metrics.forEach((m, i) => {
     if (!available.includes(m)) fail(source, `metrics.${i}`, `unknown metric '${m}' for tasks ${tasks.join(', ')} (known: ${available.join(', ')})`);
   });
-  for (const key of ['name', 'data.source', 'pretrain.method', 'pretrain.seed', 'evaluation.tasks']) {
+  for (const key of ['name', 'data.source', 'pretrain.method', 'pretrain.seed', 'pretrain.args', 'evaluation.tasks']) {
     const [a, b] = key.split('.') as [string, string | undefined];
     const node = s.base[a] as Record<string, unknown> | undefined;
     if (b === undefined ? node !== undefined : node && typeof node === 'object' && b in node) {
-      fail(source, `base.${key}`, 'is set per member by the suite (use methods, datasets, seeds, tasks); remove it from base');
+      fail(source, `base.${key}`, 'is set per member by the suite (use methods, methodArgs, datasets, seeds, tasks); remove it from base');
     }
   }
 
@@ -142,7 +147,7 @@ export function parseSuite(raw: unknown, source = 'suite'): Suite {
         const raw = mergeDeep(s.base, {
           name: `${s.name}-${id}`.slice(0, 63),
           data: { source: SUITE_DATASETS[dataset] },
-          pretrain: { method, seed },
+          pretrain: { method, seed, args: s.methodArgs[method] ?? {} },
           evaluation: { tasks },
         });
         // The source names `base`: that is where a member's run-config fields come from.
@@ -153,7 +158,7 @@ export function parseSuite(raw: unknown, source = 'suite'): Suite {
   }
   const store = members[0]!.config.store;
   // Seeds are excluded: adding a seed refines the noise estimate without making the suite another suite.
-  const suiteHash = digest({ name: s.name, base: s.base, methods: s.methods, datasets: s.datasets, tasks, metrics }, 12);
+  const suiteHash = digest({ name: s.name, base: s.base, methods: s.methods, ...(Object.keys(s.methodArgs).length ? { methodArgs: s.methodArgs } : {}), datasets: s.datasets, tasks, metrics }, 12);
   return { name: s.name, description: s.description, suiteHash, store, tasks, metrics, members, fanOut: s.fanOut, noise: s.noise, trendRuns: s.trendRuns, webhook: s.webhook };
 }
 

@@ -12,7 +12,8 @@ import type { Client } from '@temporalio/client';
 import { projectRoot, readServices } from '../../cli/env.js';
 import { isAlive, startTemporal, startWorker } from '../../cli/services.js';
 import { describeRun, resumeRun, runEvents, runInput, startRun, type RunStatus } from '../../cli/runs.js';
-import { parseRunConfig, type RunConfig } from '../../core/config.js';
+import { loadRunConfig, parseRunConfig, type RunConfig } from '../../core/config.js';
+import { METHOD_NAMES } from '../../stages/methods/index.js';
 import { openStore } from '../../core/store/index.js';
 import { startLocalStack, toolsInstalled, waitFor, type LocalStack } from '../helpers/servers.js';
 
@@ -30,7 +31,7 @@ function tinyConfig(name: string, patch: Record<string, unknown> = {}): RunConfi
       batchSize: 16,
       steps: 12,
       imageSize: 32,
-      queueSize: 64,
+      args: { queueSize: 64 },
       checkpointEvery: { steps: 4 },
     },
     evaluation: { tasks: ['knn'], imageSize: 32 },
@@ -98,6 +99,15 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     expect(html).toContain('knn.top1');
     // The report is also a plain file on the local S3 server's disk.
     expect(existsSync(join(readServices().s3!.root, 'densepipe-e2e', 'artifacts', result.reportKey))).toBe(true);
+  });
+
+  // Every registered method, through the whole workflow on this one stack, from its own config at the smallest size.
+  it.each(METHOD_NAMES)('runs configs/methods/%s.yaml end to end', async (method) => {
+    const { config } = await loadRunConfig(join(projectRoot(), 'configs', 'methods', `${method}.yaml`), { store: { uri: 's3://densepipe-e2e/artifacts' } });
+    const status = await finished(client, (await startRun(client, config)).workflowId);
+    expect(status.status, status.failure).toBe('COMPLETED');
+    expect(stepStatus(status).pretrain).toBe('done');
+    expect(Number.isFinite(status.result!.metrics['knn.top1'])).toBe(true);
   });
 
   it('reuses every stage output when the same config runs again', async () => {

@@ -1,0 +1,176 @@
+/**
+ * The method contract: what a pretraining method is, what it consumes per step, and how the one
+ * training loop (stages/pretrain/loop.ts) drives it. A method is one module exporting one
+ * `MethodModule`; the registry (./index.ts) maps names to modules, and the config schema, CLI help,
+ * suites and docs index are derived from it.
+ *
+ * A module declares:
+ *   - `name`, `title`, `paper`, `code` (official repository and the commit read);
+ *   - `args`: its own zod schema, every default the paper's (or official config's) value;
+ *   - `consumes`: the views it needs (each view's augmentation recipe), whether it reads their crop
+ *     geometry, proposals (boxes or region masks, mapped into each view), labels;
+ *   - `optimizer`: kind (SGD / LARS / AdamW) and schedule defaults at batch 256;
+ *   - `create`: builds the trainable state and returns a `MethodInstance` whose `step` runs one
+ *     optimisation step in the official order.
+ *
+ * Nothing here depends on a particular backbone: a method gets a `BackboneFactory` and builds as many
+ * encoders (online, momentum) as it needs.
+ */
+import type * as tf from '@tensorflow/tfjs';
+import type { z } from 'zod';
+import type { Rng } from '../../core/rng.js';
+import type { ViewSpec } from '../data/augment.js';
+import type { Box, ViewGeometry } from '../data/geometry.js';
+import type { CheckpointComponent } from '../engine/checkpoint.js';
+import type { ForwardOptions } from '../engine/layers.js';
+import type { ParamStore } from '../engine/params.js';
+
+// ------------------------------------------------------------------------------------------------
+// Backbones
+// ------------------------------------------------------------------------------------------------
+
+/** A backbone truncated after its last stage (ResNet C5): images → feature map. */
+export interface FeatureBackbone {
+  /** Channels of the last feature map (2048 for ResNet-50, 512 for ResNet-18). */
+  readonly outChannels: number;
+  /** Total stride of the last feature map (32 for a ResNet). */
+  readonly stride?: number;
+  /** [B, H, W, 3] → [B, h, w, C]. `opts.training` = batch-statistics BN, as in `model.train()`. */
+  apply(x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor4D;
+}
+
+/**
+ * Builds one backbone into `store` under `prefix` (names like `backbone.layer1.0.conv1.weight`). A
+ * momentum-encoder method calls it twice: once for the online encoder, once for the momentum encoder.
+ */
+export type BackboneFactory = (store: ParamStore, prefix: string, seed: number | string) => FeatureBackbone;
+
+// ------------------------------------------------------------------------------------------------
+// What a method consumes per step
+// ------------------------------------------------------------------------------------------------
+
+/** Proposals as a method's official code reads them. */
+export type ProposalKind = 'boxes' | 'regions';
+
+export interface ProposalNeeds {
+  kind: ProposalKind;
+  /**
+   * How boxes are kept after being mapped into a view (clipped to it): at least `minVisible` of the
+   * box's area inside the view, and at least `minSize` view pixels on each side. At most `maxPerView`
+   * are kept, in stored order (the proposal stage's order).
+   */
+  boxes?: { minVisible: number; minSize: number; maxPerView: number };
+}
+
+export interface Consumes {
+  /** One recipe per view, for views of `imageSize` pixels (the config's `pretrain.imageSize`). */
+  views(imageSize: number): ViewSpec[];
+  /** One flip decision shared by every view of an image (ReSim). */
+  sharedFlip?: boolean;
+  /** The step reads `batch.geometry` (crop boxes, flips): PixPro, ReSim, SCRL, … */
+  geometry: boolean;
+  /** The step reads `batch.proposals`; the run must have proposals of this kind. */
+  proposals?: ProposalNeeds;
+  /** The step reads `batch.labels` (a supervised baseline). */
+  labels?: boolean;
+}
+
+/** One image's proposals as seen in one view (view pixels, pixel-edge frame). */
+export interface ViewProposals {
+  /** Kept boxes, [x0, y0, x1, y1) in view pixels. */
+  boxes: Box[];
+  /** Region label map resampled into the view (nearest), row-major `height × width`, -1 = none; `regions` only. */
+  regions?: Int32Array;
+}
+
+/** What the loop hands to `step`: exactly what the method declared. */
+export interface MethodBatch {
+  /** One [B, size, size, 3] ImageNet-normalised tensor per declared view. */
+  views: tf.Tensor4D[];
+  /** `geometry[v][b]`: where view v of image b came from. Always present (cheap); read it only if declared. */
+  geometry: ViewGeometry[][];
+  /** `proposals[v][b]`, present when declared. */
+  proposals?: ViewProposals[][];
+  /** Multi-hot class targets [B, classes], present when declared. */
+  labels?: tf.Tensor2D;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Optimisation
+// ------------------------------------------------------------------------------------------------
+
+export type OptimizerKind = 'sgd' | 'lars' | 'adamw';
+
+/** Defaults from the official recipe; the learning rate is given at batch 256 and scaled linearly. */
+export interface OptimizerDefaults {
+  kind: OptimizerKind;
+  baseLr: number;
+  /** SGD / LARS momentum; AdamW β1. */
+  momentum: number;
+  weightDecay: number;
+  /** Linear warm-up, as a fraction of all steps (PixPro: 5 of 100 epochs). */
+  warmupFraction: number;
+}
+
+/** Gradients keyed by ParamStore name (`backbone.conv1.weight`, `neck.mlp.0.weight`). */
+export type NamedGradients = Map<string, tf.Tensor>;
+
+export interface StepContext {
+  /** 0-based index of this step. */
+  step: number;
+  totalSteps: number;
+  /** Randomness of this step (shuffle-BN permutations, RegionCL boxes): a function of (seed, step). */
+  rng: Rng;
+  /** The optimizer, at this step's learning rate. Gradients are read, not disposed. */
+  applyGradients(grads: NamedGradients): void;
+}
+
+export interface StepResult {
+  /** The loss before the update. */
+  loss: number;
+  /** Loss terms for logging (already weighted), e.g. DenseCL's `single` and `dense`. */
+  parts: Record<string, number>;
+}
+
+/** A built method: its trainable state and its step. */
+export interface MethodInstance<Args = unknown> {
+  readonly args: Args;
+  /** Online encoder: `backbone.*` (the exported weights) plus the method's heads. What the optimizer trains. */
+  readonly online: ParamStore;
+  /** Everything else the training state holds (momentum encoder, queues, prototypes, centres), by component name. */
+  readonly state: Record<string, CheckpointComponent>;
+  step(batch: MethodBatch, ctx: StepContext): StepResult;
+  dispose(): void;
+}
+
+export interface MethodBuild<Args> {
+  args: Args;
+  backbone: BackboneFactory;
+  /** Channels of the backbone's last feature map (the default width of the heads, as in the papers). */
+  backboneChannels: number;
+  seed: number;
+  batchSize: number;
+  imageSize: number;
+  totalSteps: number;
+}
+
+export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
+  /** Registry key and config value (`pretrain.method`). */
+  readonly name: string;
+  /** One line for CLI help and the docs index. */
+  readonly title: string;
+  readonly paper: { citation: string; url: string };
+  readonly code: { repo: string; commit: string };
+  /** The method's own arguments (`pretrain.args`), each default the paper's. */
+  readonly args: Schema;
+  readonly consumes: Consumes;
+  readonly optimizer: OptimizerDefaults;
+  /** Checks that need the run's sizes (queue a multiple of the batch, …); throw BadInputError naming the `args.*` field. */
+  validate?(args: z.infer<Schema>, sizes: { batchSize: number; imageSize: number }): void;
+  create(build: MethodBuild<z.infer<Schema>>): MethodInstance<z.infer<Schema>>;
+}
+
+/** Identity function that keeps a module's argument type precise (use it to define every module). */
+export function defineMethod<Schema extends z.ZodObject>(module: MethodModule<Schema>): MethodModule<Schema> {
+  return module;
+}

@@ -1,0 +1,33 @@
+/**
+ * The method registry: the one place that spells each method's name. The pretrain config schema
+ * (stages/pretrain/config.ts), the CLI's help, the suites' method list, the docs index and the
+ * registry-wide tests all derive from this map. Adding a method = its module, one line here, its card
+ * (docs/methods/NAME.md), its config (configs/methods/NAME.yaml) and its parity fixture.
+ */
+import type { MethodModule } from './contract.js';
+import { densecl } from './densecl.js';
+import { mocov2 } from './mocov2.js';
+
+export const METHODS = {
+  mocov2,
+  densecl,
+} as const satisfies Record<string, MethodModule>;
+
+export type MethodName = keyof typeof METHODS;
+
+export const METHOD_NAMES = Object.keys(METHODS) as [MethodName, ...MethodName[]];
+
+for (const [key, module] of Object.entries(METHODS)) {
+  if (module.name !== key) throw new Error(`method registry: key '${key}' holds the module named '${module.name}'`);
+}
+
+export function isMethodName(name: unknown): name is MethodName {
+  return typeof name === 'string' && Object.hasOwn(METHODS, name);
+}
+
+/** The module of a registered method (the name is checked by the config schema before this is reached). */
+export function methodModule(name: MethodName): MethodModule {
+  return METHODS[name] as MethodModule;
+}
+
+export type { MethodModule, MethodInstance, MethodBatch, StepContext, StepResult, NamedGradients, FeatureBackbone, BackboneFactory, Consumes, ProposalNeeds, ViewProposals } from './contract.js';

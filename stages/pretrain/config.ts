@@ -1,0 +1,136 @@
+/**
+ * The pretrain section of a run config: the fields every method shares (backbone, budget, data, seed,
+ * checkpoint cadence) plus, per method, its own `args` block and optimizer defaults. Derived from the
+ * method registry: a union keyed by `method`, each member carrying that module's argument schema.
+ *
+ *   pretrain:
+ *     method: densecl
+ *     args: { queueSize: 4096, lossLambda: 0.5 }        # DenseCL's own arguments, paper defaults
+ *     optimizer: { baseLr: 0.03 }                        # defaults from the method's official recipe
+ */
+import { z } from 'zod';
+import { BACKEND_CHOICES } from '../../core/tf.js';
+import { RESNET_PRESETS, type ResNetPreset } from '../engine/resnet.js';
+import { isMethodName, METHOD_NAMES, METHODS, type MethodName } from '../methods/index.js';
+import type { MethodModule, OptimizerKind } from '../methods/contract.js';
+
+const PRESETS = Object.keys(RESNET_PRESETS) as [ResNetPreset, ...ResNetPreset[]];
+const OPTIMIZERS = ['sgd', 'lars', 'adamw'] as const satisfies readonly OptimizerKind[];
+
+/** What every method shares. */
+const commonFields = {
+  backbone: z
+    .strictObject({
+      /** A stages/engine ResNet preset (torchvision names); downstream evaluation rebuilds the same one. */
+      arch: z.enum(PRESETS).default('resnet18-w16-cifar'),
+    })
+    .prefault({}),
+  batchSize: z.number().int().min(2).default(32),
+  /** Optimizer steps; ignored when `epochs` is set. */
+  steps: z.number().int().min(1).default(200),
+  /** Passes over the split; total steps = floor(epochs · samples / batchSize). */
+  epochs: z.number().positive().optional(),
+  imageSize: z.number().int().min(16).default(64),
+  split: z.string().default('train'),
+  seed: z.number().int().min(0).default(0),
+  /** Save a checkpoint after this many steps or this many seconds, whichever comes first. */
+  checkpointEvery: z
+    .strictObject({
+      steps: z.number().int().min(1).default(100),
+      seconds: z.number().positive().default(600),
+    })
+    .prefault({}),
+  backend: z.enum(BACKEND_CHOICES as [string, ...string[]]).default('auto'),
+};
+
+/** One member of the union: the common fields, the method's name, its arguments and its recipe's defaults. */
+function memberSchema<const N extends MethodName>(name: N) {
+  const module = METHODS[name] as MethodModule;
+  const o = module.optimizer;
+  return z.strictObject({
+    method: z.literal(name),
+    ...commonFields,
+    /** The method's own arguments; every default is the paper's (docs/methods/NAME.md). */
+    args: (METHODS[name].args as (typeof METHODS)[N]['args']).prefault({}),
+    optimizer: z
+      .strictObject({
+        kind: z.enum(OPTIMIZERS).default(o.kind),
+        /** Learning rate at batch 256; the run uses baseLr · batchSize / 256 (linear scaling). */
+        baseLr: z.number().positive().default(o.baseLr),
+        /** SGD / LARS momentum, AdamW β1. */
+        momentum: z.number().min(0).max(1).default(o.momentum),
+        weightDecay: z.number().min(0).default(o.weightDecay),
+      })
+      .prefault({}),
+    schedule: z
+      .strictObject({
+        kind: z.enum(['cosine', 'constant']).default('cosine'),
+        /** Linear warm-up steps; default the official recipe's fraction of the run. */
+        warmupSteps: z.number().int().min(0).optional(),
+      })
+      .prefault({}),
+  });
+}
+
+type Members = { [N in MethodName]: ReturnType<typeof memberSchema<N>> };
+const members = Object.fromEntries(METHOD_NAMES.map((n) => [n, memberSchema(n)])) as Members;
+
+/** Where an argument lives, for the error that says so. */
+function argOwners(key: string): MethodName[] {
+  return METHOD_NAMES.filter((n) => Object.hasOwn(METHODS[n].args.shape, key));
+}
+
+/** Fields that were flat in configs before methods had their own `args`. */
+const MOVED_TO_ARGS: Record<string, string> = {
+  temperature: 'temperature',
+  queueSize: 'queueSize',
+  emaMomentum: 'momentum',
+  embedDim: 'embedDim',
+  hiddenDim: 'hiddenDim',
+  lossLambda: 'lossLambda',
+  shuffleBnGroups: 'shuffleBnGroups',
+};
+
+/**
+ * Clear errors before the union sees the object: an unknown method lists the known ones, an argument
+ * of another method says whose it is, a pre-`args` flat field says where it moved. `method` defaults
+ * to DenseCL.
+ */
+function precheck(raw: unknown, ctx: z.RefinementCtx): unknown {
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const r = { ...(raw as Record<string, unknown>) };
+  r.method ??= 'densecl';
+  if (!isMethodName(r.method)) {
+    ctx.addIssue({ code: 'custom', path: ['method'], message: `unknown method ${JSON.stringify(r.method)} (valid: ${METHOD_NAMES.join(', ')})` });
+    return z.NEVER;
+  }
+  const method = r.method;
+  for (const [flat, arg] of Object.entries(MOVED_TO_ARGS)) {
+    if (flat in r) {
+      ctx.addIssue({ code: 'custom', path: [flat], message: `method arguments live under pretrain.args now: write pretrain.args.${arg}` });
+      delete r[flat];
+    }
+  }
+  const args = r.args;
+  if (args && typeof args === 'object' && !Array.isArray(args)) {
+    const own = METHODS[method].args.shape as Record<string, unknown>;
+    const kept: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(args)) {
+      if (Object.hasOwn(own, key)) {
+        kept[key] = value;
+        continue;
+      }
+      const owners = argOwners(key);
+      const whose = owners.length ? `an argument of ${owners.join(', ')}, not of ${method}` : `not an argument of ${method}`;
+      ctx.addIssue({ code: 'custom', path: ['args', key], message: `${whose} (valid for ${method}: ${Object.keys(own).join(', ')})` });
+    }
+    r.args = kept;
+  }
+  return r;
+}
+
+export const pretrainConfigSchema = z.preprocess(precheck, z.discriminatedUnion('method', Object.values(members) as unknown as [Members[MethodName], ...Members[MethodName][]]));
+
+export type PretrainConfig = z.infer<typeof pretrainConfigSchema>;
+/** A pretrain section as written in a config file (every field optional). */
+export type PretrainConfigInput = { method?: MethodName; args?: Record<string, unknown> } & Partial<Omit<z.input<Members['densecl']>, 'method' | 'args'>>;
