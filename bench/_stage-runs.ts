@@ -10,6 +10,7 @@ import { getJson } from '../core/store/index.js';
 import { localContext, runStage, type StageRef } from '../core/stage.js';
 import { FileArtifactStore } from '../core/store/index.js';
 import { shardStage, type ShardResult } from '../stages/data/index.js';
+import type { ProposalResult } from '../stages/proposals/index.js';
 import { evaluationStage, type EvaluationConfig, type EvaluationResult } from '../stages/downstream/index.js';
 import { pretrainStage, type LossPoint, type PretrainConfig, type PretrainResult } from '../stages/pretrain/index.js';
 
@@ -37,8 +38,8 @@ export function shard(store: FileArtifactStore, data: RunConfig['data']): Promis
   return timed(() => runStage(shardStage, localContext(store), {}, data));
 }
 
-export function pretrain(store: FileArtifactStore, dataset: StageRef<ShardResult>, config: PretrainConfig): Promise<TimedRef<PretrainResult>> {
-  return timed(() => runStage(pretrainStage, localContext(store), { dataset, proposals: [] }, config));
+export function pretrain(store: FileArtifactStore, dataset: StageRef<ShardResult>, config: PretrainConfig, proposals: StageRef<ProposalResult>[] = []): Promise<TimedRef<PretrainResult>> {
+  return timed(() => runStage(pretrainStage, localContext(store), { dataset, proposals }, config));
 }
 
 /** `backbone: null` evaluates a random-init backbone of the evaluation's architecture (seeded by `config.seed`). */

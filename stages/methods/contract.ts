@@ -154,6 +154,23 @@ export interface MethodBuild<Args> {
   totalSteps: number;
 }
 
+/**
+ * A headline claim of the paper over a baseline, in terms the zoo benchmark (bench/zoo.ts) can check on the
+ * built-in data: this method's `metric` is higher than `over`'s. `paper` quotes the number it rests on.
+ */
+export interface Claim {
+  metric: 'semseg.mIoU' | 'unsup-seg.mIoU' | 'knn.top1' | 'linear.top1';
+  over: string;
+  paper: string;
+}
+
+/** Settings for short runs on small data (the zoo benchmark, small configs), each change with its reason. */
+export interface SmallScale {
+  args?: Record<string, unknown>;
+  optimizer?: Partial<Pick<OptimizerDefaults, 'baseLr' | 'momentum' | 'weightDecay'>>;
+  why: string;
+}
+
 export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
   /** Registry key and config value (`pretrain.method`). */
   readonly name: string;
@@ -165,6 +182,9 @@ export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
   readonly args: Schema;
   readonly consumes: Consumes;
   readonly optimizer: OptimizerDefaults;
+  readonly smallScale?: SmallScale;
+  /** What the paper claims over MoCo v2 (checked by the zoo benchmark's claim-check table). */
+  readonly claims?: Claim[];
   /** Checks that need the run's sizes (queue a multiple of the batch, …); throw BadInputError naming the `args.*` field. */
   validate?(args: z.infer<Schema>, sizes: { batchSize: number; imageSize: number }): void;
   create(build: MethodBuild<z.infer<Schema>>): MethodInstance<z.infer<Schema>>;

@@ -98,6 +98,11 @@ export const mocov2 = defineMethod({
   consumes: { views: VIEW_PRESETS.mocoV2, geometry: false },
   // main_moco.py: SGD lr 0.03 at batch 256, momentum 0.9, wd 1e-4, --cos, no warm-up.
   optimizer: { kind: 'sgd', baseLr: 0.03, momentum: 0.9, weightDecay: 1e-4, warmupFraction: 0 },
+  smallScale: {
+    args: { queueSize: 1024, momentum: 0.99 },
+    optimizer: { baseLr: 0.3 },
+    why: 'docs/EXPERIMENTS.md §1: at 0.999 the key encoder barely leaves its init in a few thousand steps; K scaled to ~1 epoch of synthetic-small; lr 0.3 @256 (0.0375 at B=32) as in that experiment',
+  },
   validate: validateMomentumContrast,
   create: ({ args, backbone, backboneChannels, seed }) => new MoCoV2({ ...args, hiddenDim: args.hiddenDim ?? backboneChannels }, backbone, seed),
 });

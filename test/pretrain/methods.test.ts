@@ -138,6 +138,17 @@ describe('pretrain config', () => {
     expect(issues({ temprature: 0.1 }).join()).toMatch(/temprature/);
   });
 
+  it('keys a run by its proposals only when the method reads them', async () => {
+    const dataset = { stage: 'shard', hash: 'd', manifestKey: 'm', result: { datasetManifestKey: 'd', splits: { train: { shardKeys: ['a'], samples: 100 } } } };
+    const proposals = (hash: string) => [{ stage: 'proposals', hash, manifestKey: 'p', result: { proposalsKey: 'k' } }];
+    for (const method of METHOD_NAMES) {
+      const { pretrain } = await testConfig(method);
+      const [a, b] = [stageHash(pretrainStage, { dataset, proposals: proposals('p1') }, pretrain), stageHash(pretrainStage, { dataset, proposals: proposals('p2') }, pretrain)];
+      if (methodModule(method).consumes.proposals) expect(a, method).not.toBe(b);
+      else expect(a, method).toBe(b);
+    }
+  });
+
   it('refuses a queue that is not a multiple of the batch before training, naming the field', async () => {
     const inputs = { dataset: { stage: 'shard', hash: 'h', manifestKey: 'm', result: { datasetManifestKey: 'd', splits: { train: { shardKeys: ['a'], samples: 100 } } } } };
     const { pretrain } = await testConfig('mocov2', { args: { queueSize: 18 } });
