@@ -23,6 +23,7 @@ import { METHOD_NAMES, methodModule, type MethodName } from '../stages/methods/i
 import { proposalStage, type ProposalResult } from '../stages/proposals/index.js';
 import type { PretrainResult } from '../stages/pretrain/index.js';
 import { supervisedConfigFor, supervisedStage } from '../stages/pretrain/supervised.js';
+import { claimVerdict, paired, type Paired } from '../stages/regression/claims.js';
 import type { BenchResult, BenchRow } from './_run.js';
 import { evaluate, experimentStore, meanStd, pretrain, runConfig, say, shard } from './_stage-runs.js';
 
@@ -84,24 +85,6 @@ function parseOptions(args: string[]): Options {
     }
   }
   return o;
-}
-
-/** Paired comparison over seeds (same init, data order, augmentations and evaluation seed on both sides). */
-export function paired(a: number[], b: number[]): { diffs: number[]; mean: number; std: number; t: number; positive: number } {
-  const diffs = a.map((x, i) => x - b[i]!);
-  const s = meanStd(diffs);
-  return { diffs, mean: s.mean, std: s.std, t: s.n >= 2 && s.std > 0 ? s.mean / (s.std / Math.sqrt(s.n)) : s.mean > 0 && s.n >= 2 ? Infinity : Number.NaN, positive: diffs.filter((d) => d > 0).length };
-}
-
-/** One-sided 5 % critical values of Student's t by degrees of freedom (n − 1 seeds). */
-const T_CRIT: Record<number, number> = { 1: 6.314, 2: 2.92, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.86, 9: 1.833 };
-const tCrit = (n: number) => T_CRIT[n - 1] ?? 1.8;
-
-/** "Resolved": ahead in every seed and a paired t past the one-sided 5 % critical value. */
-export function verdict(p: ReturnType<typeof paired>): 'holds' | 'reversed' | 'direction holds, not resolved' | 'direction reversed, not resolved' {
-  const n = p.diffs.length;
-  if (p.mean > 0) return p.positive === n && p.t >= tCrit(n) ? 'holds' : 'direction holds, not resolved';
-  return p.positive === 0 && p.t <= -tCrit(n) ? 'reversed' : 'direction reversed, not resolved';
 }
 
 type Arm = 'random-init' | 'supervised' | MethodName;
@@ -179,7 +162,7 @@ async function calibrate(o: Options): Promise<BenchResult> {
   for (const budget of o.calibrate) {
     const { values } = await runArms({ ...o, steps: budget }, ['mocov2', 'densecl'], false);
     const p = paired(values.get('densecl')!['semseg.mIoU'], values.get('mocov2')!['semseg.mIoU']);
-    const v = verdict(p);
+    const v = claimVerdict(p);
     steps.push({ steps: budget, semseg: { densecl: meanStd(values.get('densecl')!['semseg.mIoU']), mocov2: meanStd(values.get('mocov2')!['semseg.mIoU']), paired: p, verdict: v } });
     rows.push({ case: `steps=${budget} semseg DenseCL−MoCo v2`, ours: { mean: p.mean, std: p.std, t: p.t, ahead: p.positive, seeds: p.diffs.length }, reference: null });
     say(`calibration: ${budget} steps: DenseCL − MoCo v2 semseg ${p.mean.toFixed(4)} (paired t ${p.t.toFixed(2)}, ahead in ${p.positive}/${p.diffs.length}): ${v}`);
@@ -209,13 +192,13 @@ export async function main(args: string[]): Promise<BenchResult> {
     const module = methodModule(method) as MethodModule;
     const own = values.get(method)!;
     const overRandom = LOCALIZATION.map((k) => ({ metric: k, ...paired(own[k], values.get('random-init')![k]) }));
-    const beatsRandom = overRandom.filter((p) => verdict(p) === 'holds').map((p) => p.metric);
+    const beatsRandom = overRandom.filter((p) => claimVerdict(p) === 'holds').map((p) => p.metric);
     if (beatsRandom.length === 0) suspects.push(method);
     for (const claim of module.claims ?? ([] as Claim[])) {
       const base = values.get(claim.over as Arm);
       if (!base) continue;
       const p = paired(own[claim.metric], base[claim.metric]);
-      claims.push({ method, metric: claim.metric, over: claim.over, paper: claim.paper, ours: meanStd(own[claim.metric]), baseline: meanStd(base[claim.metric]), paired: p, verdict: verdict(p) });
+      claims.push({ method, metric: claim.metric, over: claim.over, paper: claim.paper, ours: meanStd(own[claim.metric]), baseline: meanStd(base[claim.metric]), paired: p, verdict: claimVerdict(p) });
     }
     claims.push({ method, metric: 'localization', over: 'random-init', paper: 'any pretraining should beat random init at localization', beatsRandomOn: beatsRandom, verdict: beatsRandom.length ? 'holds' : 'SUSPECT: beats random init on no localization metric' });
   }
@@ -227,7 +210,7 @@ export async function main(args: string[]): Promise<BenchResult> {
     rows,
     notes: [
       `backend ${info.backend}; synthetic-${o.size}, ${o.arch}, ${o.imageSize} px, batch ${o.batch}, ${o.steps} steps, seeds ${o.seeds.join(',')}; each method with its module's smallScale settings`,
-      ...claims.map((c) => `${c.method} ${c.metric} over ${c.over}: ${c.verdict}${c.paired ? ` (paired mean ${(c.paired as ReturnType<typeof paired>).mean.toFixed(4)}, t ${(c.paired as ReturnType<typeof paired>).t.toFixed(2)})` : ''}`),
+      ...claims.map((c) => `${c.method} ${c.metric} over ${c.over}: ${c.verdict}${c.paired ? ` (paired mean ${(c.paired as Paired).mean.toFixed(4)}, t ${(c.paired as Paired).t.toFixed(2)})` : ''}`),
       suspects.length ? `SUSPECT (no localization gain over random init): ${suspects.join(', ')}` : 'every method beats random init on at least one localization metric',
       `wall time ${((performance.now() - t0) / 1000).toFixed(0)} s; tables also in docs/ZOO-TABLE.md`,
     ],
@@ -253,7 +236,7 @@ function zooMarkdown(o: Options, table: Array<Record<string, unknown>>, claims: 
     '| method | claim | paper | here: method | here: baseline | paired diff (t) | verdict |',
     '|---|---|---|---|---|---|---|',
     ...claims.map((c) => {
-      const p = c.paired as ReturnType<typeof paired> | undefined;
+      const p = c.paired as Paired | undefined;
       return p
         ? `| ${c.method} | ${c.metric} > ${c.over} | ${c.paper} | ${fmt(c.ours as { mean: number; std: number })} | ${fmt(c.baseline as { mean: number; std: number })} | ${p.mean >= 0 ? '+' : ''}${p.mean.toFixed(3)} (${p.t.toFixed(2)}) | ${c.verdict} |`
         : `| ${c.method} | localization > random init | ${c.paper} | ${(c.beatsRandomOn as string[]).join(', ') || '–'} | | | ${c.verdict} |`;

@@ -12,6 +12,7 @@ import { describeCodeVersion } from './provenance.js';
 import type { CodeVersion, MemberOutcome } from './types.js';
 import type { MetricComparison, Verdict } from './verdict.js';
 import { comparisonTable } from './comparison.js';
+import { claimCheck } from './claims.js';
 
 export interface RegressionReportData {
   suite: string;
@@ -79,6 +80,12 @@ export function renderRegressionHtml(d: RegressionReportData): string {
         )
         .join('')}</table>`
     : '<p id="method-comparison">no member finished</p>';
+  const claims = claimCheck(d.members);
+  const claimTable = claims.length
+    ? `<table id="claim-check"><tr><th>method</th><th>dataset</th><th>claim</th><th>paper</th><th>paired difference over seeds</th><th>t</th><th>ahead</th><th>verdict</th></tr>${claims
+        .map((c) => `<tr><td>${esc(c.method)}</td><td>${esc(c.dataset)}</td><td>${esc(`${c.metric} > ${c.over}`)}</td><td>${esc(c.paper)}</td><td>${c.paired.mean >= 0 ? '+' : ''}${num(c.paired.mean)} ± ${num(c.paired.std)}</td><td>${num(c.paired.t)}</td><td>${c.paired.positive}/${c.seeds.length}</td><td>${esc(c.verdict)}</td></tr>`)
+        .join('')}</table>`
+    : '<p id="claim-check">no claim to check: a method with claims and the method it claims over must both be in the suite</p>';
   const changes = d.configChanges.length
     ? `<table id="config-diff"><tr><th>member</th><th>field</th><th>baseline</th><th>now</th></tr>${d.configChanges
         .map((c) => `<tr><td>${esc(c.member)}</td><td><code>${esc(c.path)}</code></td><td>${esc(JSON.stringify(c.before) ?? '–')}</td><td>${esc(JSON.stringify(c.after) ?? '–')}</td></tr>`)
@@ -99,6 +106,8 @@ export function renderRegressionHtml(d: RegressionReportData): string {
 ${warnings}
 <h2>Methods and baselines (mean ± std over seeds)</h2>
 ${comparison}
+<h2>Claim check (each paper's claim over its baseline, paired by seed)</h2>
+${claimTable}
 <h2>Metrics against the baseline</h2>
 <table id="comparisons"><tr><th>series</th><th>metric</th><th>baseline mean ± std</th><th>now mean ± std</th><th>delta</th><th>band</th><th>verdict</th><th>why</th></tr>
 ${rows}
