@@ -33,10 +33,14 @@ import type { ParamStore } from '../engine/params.js';
 export interface FeatureBackbone {
   /** Channels of the last feature map (2048 for ResNet-50, 512 for ResNet-18). */
   readonly outChannels: number;
-  /** Total stride of the last feature map (32 for a ResNet). */
+  /** Total stride of the last feature map (32 for a torchvision ResNet, 8 for the small-image stem). */
   readonly stride?: number;
+  /** Channels of every stage's output, C2..C5 for a ResNet (FPN methods: CCOP; C4 methods: R2O). */
+  readonly stageChannels?: readonly number[];
   /** [B, H, W, 3] → [B, h, w, C]. `opts.training` = batch-statistics BN, as in `model.train()`. */
   apply(x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor4D;
+  /** Every stage's output, C2..C5 (the last one is what `apply` returns), from one forward pass. */
+  applyStages?(x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor4D[];
 }
 
 /**

@@ -64,7 +64,13 @@ export function learningRate(config: PretrainConfig, step: number, total: number
 export function resnetBackbone(arch: ResNetPreset): BackboneFactory {
   return (store, prefix, seed) => {
     const net = new ResNet({ ...RESNET_PRESETS[arch], layers: [...RESNET_PRESETS[arch].layers], numClasses: 0 }, seed, store, prefix);
-    return { outChannels: net.outChannels, stride: 32, apply: (x, opts) => net.apply(x, opts).dense };
+    return {
+      outChannels: net.outChannels,
+      stride: net.outputStride,
+      stageChannels: net.stageChannels,
+      apply: (x, opts) => net.apply(x, opts).dense,
+      applyStages: (x, opts) => net.apply(x, opts).stages,
+    };
   };
 }
 
