@@ -50,8 +50,12 @@ if [ ! -f node_modules/.densepipe-lock ] || [ "$(cat node_modules/.densepipe-loc
   # allowScripts keeps npm from running it, and step 3 builds the binding instead.
   # `npm install` (honouring package-lock.json), not `npm ci`: the registry mirror these machines
   # reach serves only this platform's optional packages (@swc/core-darwin-* etc. answer 404), so
-  # the lock file cannot list them and `npm ci` would refuse it as out of sync.
+  # the lock file cannot list them and `npm ci` would refuse it as out of sync. npm install then
+  # writes the platform's optional packages into the lock; the tracked lock is put back afterwards,
+  # so set-up leaves a fresh clone clean (`.ci/run` checks that).
+  cp package-lock.json "$CACHE/package-lock.tracked.json"
   npm install --no-audit --no-fund
+  cp "$CACHE/package-lock.tracked.json" package-lock.json
   echo "$lock_hash" > node_modules/.densepipe-lock
 fi
 
