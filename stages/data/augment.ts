@@ -23,6 +23,9 @@ export interface CropParams {
  * log aspect ~ U(log ratio)), else the largest centred crop within the ratio bounds.
  */
 export function sampleResizedCrop(rng: Rng, width: number, height: number, scale: readonly [number, number], ratio: readonly [number, number]): CropParams {
+  // The whole image, when that is what the spec asks for (R2O's k-means view): torchvision's tries can only
+  // fail there, and its fallback would centre-crop to the ratio bounds.
+  if (scale[0] >= 1 && ratio[0] <= width / height && width / height <= ratio[1]) return { i: 0, j: 0, h: height, w: width };
   const area = width * height;
   const logLo = Math.log(ratio[0]), logHi = Math.log(ratio[1]);
   for (let attempt = 0; attempt < 10; attempt++) {

@@ -83,6 +83,8 @@ export interface Consumes {
 export interface ViewProposals {
   /** Kept boxes, [x0, y0, x1, y1) in view pixels. */
   boxes: Box[];
+  /** The image's stored boxes in decoded-image pixels, in stored order, unfiltered (the same array for every view): for rules across views (CCOP's pairing). */
+  original: Box[];
   /** Region label map resampled into the view (nearest), row-major `height × width`, -1 = none; `regions` only. */
   regions?: Int32Array;
 }
@@ -144,6 +146,8 @@ export interface MethodInstance<Args = unknown> {
   /** Everything else the training state holds (momentum encoder, queues, prototypes, centres), by component name. */
   readonly state: Record<string, CheckpointComponent>;
   step(batch: MethodBatch, ctx: StepContext): StepResult;
+  /** Multiplies the loop's scheduled learning rate at this step (R2O: k/16 with its curriculum's k); default 1. */
+  lrScale?(step: number, totalSteps: number): number;
   dispose(): void;
 }
 

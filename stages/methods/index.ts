@@ -5,12 +5,20 @@
  * (docs/methods/NAME.md), its config (configs/methods/NAME.yaml) and its parity fixture.
  */
 import type { MethodModule } from './contract.js';
+import { ccop } from './ccop.js';
 import { densecl } from './densecl.js';
 import { mocov2 } from './mocov2.js';
+import { pixpro } from './pixpro.js';
+import { r2o } from './r2o.js';
+import { regioncl } from './regioncl.js';
 
 export const METHODS = {
   mocov2,
   densecl,
+  pixpro,
+  regioncl,
+  r2o,
+  ccop,
 } as const satisfies Record<string, MethodModule>;
 
 export type MethodName = keyof typeof METHODS;

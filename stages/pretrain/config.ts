@@ -43,6 +43,11 @@ const commonFields = {
   backend: z.enum(BACKEND_CHOICES as [string, ...string[]]).default('auto'),
 };
 
+/** A method's argument schema that fills every default when `args` is left out. */
+function withDefaults<S extends z.ZodObject>(schema: S) {
+  return schema.prefault({} as z.input<S>);
+}
+
 /** One member of the union: the common fields, the method's name, its arguments and its recipe's defaults. */
 function memberSchema<const N extends MethodName>(name: N) {
   const module = METHODS[name] as MethodModule;
@@ -51,7 +56,7 @@ function memberSchema<const N extends MethodName>(name: N) {
     method: z.literal(name),
     ...commonFields,
     /** The method's own arguments; every default is the paper's (docs/methods/NAME.md). */
-    args: (METHODS[name].args as (typeof METHODS)[N]['args']).prefault({}),
+    args: withDefaults(METHODS[name].args as (typeof METHODS)[N]['args']),
     optimizer: z
       .strictObject({
         kind: z.enum(OPTIMIZERS).default(o.kind),

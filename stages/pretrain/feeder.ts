@@ -81,14 +81,17 @@ export function multiHotTarget(sample: DecodedSample, numClasses: number): Float
   return row;
 }
 
+/** Stored boxes rescaled from the size they were computed at to the decoded image. */
+export function boxesInImage(p: SampleProposals, image: { width: number; height: number }): Box[] {
+  const sx = image.width / p.width, sy = image.height / p.height;
+  return p.boxes.map((b): Box => [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]);
+}
+
 /**
- * An image's proposal boxes as seen in one view: rescaled from the size they were computed at to the
- * decoded image, mapped through the view's crop, flip and resize, clipped to the view, and kept when
+ * An image's proposal boxes (in decoded-image pixels, `boxesInImage`) as seen in one view: mapped through the view's crop, flip and resize, clipped to the view, and kept when
  * enough of the box survived and both sides are long enough (`needs.boxes`), in stored order.
  */
-export function proposalBoxesInView(p: SampleProposals, image: { width: number; height: number }, g: ViewGeometry, rules: NonNullable<ProposalNeeds['boxes']>): Box[] {
-  const sx = image.width / p.width, sy = image.height / p.height;
-  const original = p.boxes.map((b): Box => [b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy]);
+export function proposalBoxesInView(original: readonly Box[], g: ViewGeometry, rules: NonNullable<ProposalNeeds['boxes']>): Box[] {
   const kept: Box[] = [];
   for (const { box, visibleFraction } of boxesIntoView(g, original)) {
     if (kept.length >= rules.maxPerView) break;
@@ -173,12 +176,13 @@ export class MethodBatchFeeder {
       const { sample, views: augmented } = item.value.value;
       const found = proposals?.byKey.get(sample.key);
       if (proposals && !found) throw new BadInputError(`no proposals for sample '${sample.key}' (were they computed on this dataset?)`, 'inputs.proposals');
+      const original = found ? boxesInImage(found.record, sample.image) : [];
       augmented.forEach((view, v) => {
         normalizeInto(views[v]!, b * pixels[v]!, view);
         geometry[v]!.push(view.geometry);
         if (viewProposals && found) {
           const rules = proposals!.needs.boxes ?? { minVisible: 0, minSize: 0, maxPerView: Number.POSITIVE_INFINITY };
-          const entry: ViewProposals = { boxes: proposalBoxesInView(found.record, sample.image, view.geometry, rules) };
+          const entry: ViewProposals = { boxes: proposalBoxesInView(original, view.geometry, rules), original };
           if (proposals!.needs.kind === 'regions') {
             if (!found.regions) throw new BadInputError(`no region label map for sample '${sample.key}'`, 'inputs.proposals');
             entry.regions = regionsInView(found.regions, sample.image, view.geometry);

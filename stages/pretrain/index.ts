@@ -183,7 +183,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
           );
           return { next: async () => feeder.nextBatch().then((batch) => ({ batch, cursor: batch.next })), close: () => feeder.close() };
         },
-        learningRate: (step) => learningRate(config, step, total),
+        learningRate: (step) => learningRate(config, step, total) * (method.lrScale?.(step, total) ?? 1),
         step: (host, step, lr) => {
           const batch = toMethodBatch(host, config.batchSize);
           try {

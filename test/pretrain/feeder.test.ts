@@ -7,7 +7,7 @@ import { FileArtifactStore } from '../../core/store/index.js';
 import { VIEW_PRESETS } from '../../stages/data/augment.js';
 import { shardConfigSchema, shardStage, type ViewGeometry } from '../../stages/data/index.js';
 import { proposalConfigSchema, proposalStage } from '../../stages/proposals/index.js';
-import { IMAGENET_MEAN, IMAGENET_STD, loadProposals, MethodBatchFeeder, proposalBoxesInView, regionsInView } from '../../stages/pretrain/feeder.js';
+import { boxesInImage, IMAGENET_MEAN, IMAGENET_STD, loadProposals, MethodBatchFeeder, proposalBoxesInView, regionsInView } from '../../stages/pretrain/feeder.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'densepipe-feeder-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -89,12 +89,12 @@ describe('proposals in a view', () => {
       [22, 12, 58, 48], // inside: kept (second)
       [20, 10, 60, 50], // a third keeper: cut by maxPerView
     ] as [number, number, number, number][] };
-    expect(proposalBoxesInView(record, { width: 100, height: 50 }, g, rules)).toEqual([[10, 5, 15, 10], [1, 1, 19, 19]]);
+    expect(proposalBoxesInView(boxesInImage(record, { width: 100, height: 50 }), g, rules)).toEqual([[10, 5, 15, 10], [1, 1, 19, 19]]);
   });
 
   it('rescales boxes computed on a resized copy of the image', () => {
     const record = { key: 'k', width: 50, height: 25, rawCount: 1, boxes: [[15, 10, 20, 15]] as [number, number, number, number][] };
-    expect(proposalBoxesInView(record, { width: 100, height: 50 }, g, rules)).toEqual([[10, 5, 15, 10]]);
+    expect(proposalBoxesInView(boxesInImage(record, { width: 100, height: 50 }), g, rules)).toEqual([[10, 5, 15, 10]]);
   });
 
   it('resamples a region label map into the view by nearest neighbour, mirrored', () => {
