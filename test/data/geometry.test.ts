@@ -6,6 +6,7 @@ import {
   boxesIntoView,
   correspondingCells,
   gridCellAt,
+  gridCellCenters,
   originalToView,
   pixproCoords,
   pixproPositiveMask,
@@ -133,6 +134,56 @@ describe('views show the pixels their geometry claims', () => {
         const tolerancePx = g.width >= g.crop[2] - g.crop[0] ? 1e-3 : 0.1;
         expect(Math.abs(view.image.data[o]! * W - X)).toBeLessThan(tolerancePx);
         expect(Math.abs(view.image.data[o + 1]! * H - Y)).toBeLessThan(g.height >= g.crop[3] - g.crop[1] ? 1e-3 : 0.1);
+      }
+    }
+  });
+});
+
+describe('feature-grid correspondence (every method that matches locations across views uses these)', () => {
+  it('a point of the image lands, in both views, in grid cells whose centres are within half a cell of it', () => {
+    const rng = new Rng(20261203);
+    let checked = 0;
+    for (let trial = 0; trial < 300; trial++) {
+      const [a, b] = [randomGeometry(rng), randomGeometry(rng)];
+      const g = rng.int(2, 9); // feature grid side (7 for ResNet at 224 px, 8 for the small stem at 64 px)
+      // A random original point both crops contain.
+      const X = rng.uniform(Math.max(a.crop[0], b.crop[0]), Math.min(a.crop[2], b.crop[2]));
+      const Y = rng.uniform(Math.max(a.crop[1], b.crop[1]), Math.min(a.crop[3], b.crop[3]));
+      if (!(X < Math.min(a.crop[2], b.crop[2]) && Y < Math.min(a.crop[3], b.crop[3]))) continue;
+      for (const v of [a, b]) {
+        const p = originalToView(v, [X, Y]);
+        const cell = gridCellAt(v, p, g);
+        expect(cell).toBeGreaterThanOrEqual(0);
+        // The cell's centre, back in the original image, is within half a cell (in that view's original-pixel scale) of the point.
+        const [cx, cy] = [((cell % g) + 0.5) * (v.width / g), (Math.floor(cell / g) + 0.5) * (v.height / g)];
+        const [ox, oy] = viewToOriginal(v, [cx, cy]);
+        const half = [(v.crop[2] - v.crop[0]) / g / 2, (v.crop[3] - v.crop[1]) / g / 2];
+        expect(Math.abs(ox - X)).toBeLessThanOrEqual(half[0]! + 1e-9);
+        expect(Math.abs(oy - Y)).toBeLessThanOrEqual(half[1]! + 1e-9);
+      }
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(150);
+  });
+
+  it('correspondingCells sends each cell of one view to the cell of the other that holds its centre, under flips and scales', () => {
+    const rng = new Rng(7);
+    for (let trial = 0; trial < 100; trial++) {
+      const [a, b] = [randomGeometry(rng), randomGeometry(rng)];
+      const g = rng.int(2, 9);
+      const map = correspondingCells(a, b, g);
+      for (let i = 0; i < g * g; i++) {
+        const centre = gridCellCenters(a, g)[i]!;
+        const inB = viewToView(a, b, centre);
+        const expected = inB[0] >= 0 && inB[0] < b.width && inB[1] >= 0 && inB[1] < b.height ? gridCellAt(b, inB, g) : -1;
+        expect(map[i]).toBe(expected);
+        if (expected >= 0) {
+          // Both cells see the same original point to within half a cell of each view.
+          const back = viewToOriginal(b, [((expected % g) + 0.5) * (b.width / g), (Math.floor(expected / g) + 0.5) * (b.height / g)]);
+          const orig = viewToOriginal(a, centre);
+          expect(Math.abs(back[0] - orig[0])).toBeLessThanOrEqual((b.crop[2] - b.crop[0]) / g / 2 + 1e-9);
+          expect(Math.abs(back[1] - orig[1])).toBeLessThanOrEqual((b.crop[3] - b.crop[1]) / g / 2 + 1e-9);
+        }
       }
     }
   });
