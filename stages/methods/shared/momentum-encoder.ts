@@ -23,8 +23,8 @@ export interface Encoder<Head> {
 /**
  * The online and momentum encoders. Both are built, then the momentum one is overwritten with the
  * online weights (`param_k.data.copy_(param_q.data)`), so only the online init matters. The head is
- * built under `neck.*`; `extra` builds online-only modules (predictors, PixPro's PPM) into the online
- * store after the pair is tied.
+ * built under `neck.*`; a method adds its online-only modules (predictors, PixPro's PPM) to `q.store`
+ * afterwards and leaves them out of its momentum update.
  */
 export function buildEncoderPair<Head>(
   backboneFactory: BackboneFactory,
