@@ -32,6 +32,14 @@ describe('run config', () => {
     await expect(loadRunConfig(join(dir, 'missing.yaml'))).rejects.toBeInstanceOf(ConfigError);
   });
 
+  it('refuses a method that reads proposals on a run without them, or of the wrong kind, naming both fields', async () => {
+    await expect(loadRunConfig(file('r2o-off.yaml', 'pretrain: { method: r2o }\nproposals: { enabled: false }\n'))).rejects.toThrow(/r2o-off\.yaml: proposals\.enabled: pretrain\.method 'r2o' reads region masks/);
+    await expect(loadRunConfig(file('r2o-boxes.yaml', 'pretrain: { method: r2o }\nproposals: { preset: ccop }\n'))).rejects.toThrow(/r2o-boxes\.yaml: proposals\.preset: pretrain\.method 'r2o' reads region masks: proposals\.preset 'ccop' keeps no label maps/);
+    await expect(loadRunConfig(file('ccop-off.yaml', 'pretrain: { method: ccop }\nproposals: { enabled: false }\n'))).rejects.toThrow(/proposals\.enabled: pretrain\.method 'ccop' reads proposal boxes/);
+    // A method that reads none runs with the stage off.
+    await expect(loadRunConfig(file('moco-off.yaml', 'pretrain: { method: mocov2 }\nproposals: { enabled: false }\n'))).resolves.toBeTruthy();
+  });
+
   it('applies --set overrides with JSON values', async () => {
     const overrides = parseOverrides(['pretrain.steps=7', 'evaluation.tasks=["knn"]', 'name=over']);
     const { config } = await loadRunConfig(file('o.yaml', 'name: base\n'), overrides);
