@@ -219,6 +219,12 @@ export interface ViewSpec {
   colorJitter?: { brightness: number; contrast: number; saturation: number; hue: number; p: number };
   grayscaleP?: number;
   blur?: { p: number; sigma: [number, number] };
+  /**
+   * SCRL's `ResizeBlur` (kakaobrain/scrl augment/transforms.py): with probability p, shrink by a factor drawn
+   * uniformly from `factors` to (⌊H/f⌋, ⌊W/f⌋) and enlarge back, both bicubic (antialiased when shrinking,
+   * 8-bit in between, as PIL). Applied where `blur` would be.
+   */
+  resizeBlur?: { p: number; factors: number[] };
   solarizeP?: number;
 }
 
@@ -229,6 +235,7 @@ export interface AppliedOps {
   jitter?: { order: string[]; brightness: number; contrast: number; saturation: number; hue: number };
   grayscale: boolean;
   blurSigma?: number;
+  resizeBlurFactor?: number;
   solarized: boolean;
 }
 
@@ -275,11 +282,24 @@ export function augmentView(rng: Rng, src: RgbImage, spec: ViewSpec, forceFlip?:
     applied.blurSigma = rng.uniform(spec.blur.sigma[0], spec.blur.sigma[1]);
     gaussianBlurInPlace(image, applied.blurSigma);
   }
+  if (spec.resizeBlur && rng.next() < spec.resizeBlur.p) {
+    applied.resizeBlurFactor = spec.resizeBlur.factors[rng.int(0, spec.resizeBlur.factors.length)]!;
+    resizeBlurInPlace(image, applied.resizeBlurFactor);
+  }
   if (spec.solarizeP && rng.next() < spec.solarizeP) {
     solarizeInPlace(image);
     applied.solarized = true;
   }
   return { image, geometry, applied };
+}
+
+/** Down by `factor` and back up, bicubic, through 8-bit pixels (PIL's resize on an 8-bit image). */
+export function resizeBlurInPlace(img: RgbF32, factor: number): void {
+  const { width, height } = img;
+  const toU8 = (f: RgbF32) => ({ width: f.width, height: f.height, data: Uint8Array.from(f.data, (v) => Math.min(255, Math.max(0, Math.round(v * 255)))) });
+  const small = resampleRegion(toU8(img), [0, 0, width, height], Math.max(1, Math.floor(width / factor)), Math.max(1, Math.floor(height / factor)), 'bicubic');
+  const back = resampleRegion(toU8(small), [0, 0, small.width, small.height], width, height, 'bicubic');
+  for (let i = 0; i < back.data.length; i++) img.data[i] = Math.round(Math.min(1, Math.max(0, back.data[i]!)) * 255) / 255;
 }
 
 /** Several views of one image (two global views, multi-crop, ...), optionally with one shared flip. */
@@ -310,8 +330,9 @@ export const VIEW_PRESETS = {
   },
   /** BYOL colour recipe with PixPro's crop scale (0.08, 1): view 0 always blurred, view 1 rarely blurred and sometimes solarized. */
   pixpro: (size: number): ViewSpec[] => byolPair(size, [0.08, 1], 'bilinear'),
-  /** SCRL: BYOL recipe, crop scale (0.2, 1), bicubic. */
-  scrl: (size: number): ViewSpec[] => byolPair(size, [0.2, 1], 'bicubic'),
+  /** SCRL: BYOL recipe, crop scale (0.2, 1), bicubic, its ResizeBlur (f ∈ {1.1, 1.2, 1.5}; p 1.0 / 0.1) instead of a Gaussian. */
+  scrl: (size: number): ViewSpec[] =>
+    byolPair(size, [0.2, 1], 'bicubic').map(({ blur, ...v }) => ({ ...v, resizeBlur: { p: blur!.p, factors: [1.1, 1.2, 1.5] } })),
   /** SwAV-style multi-crop: 2 global views plus `locals` small views. */
   multiCrop: (size: number, localSize: number, locals: number): ViewSpec[] => {
     const cj = { brightness: 0.8, contrast: 0.8, saturation: 0.8, hue: 0.2, p: 0.8 };

@@ -10,12 +10,14 @@ import { densecl } from './densecl.js';
 import { mocov2 } from './mocov2.js';
 import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
+import { scrl } from './scrl.js';
 import { regioncl } from './regioncl.js';
 
 export const METHODS = {
   mocov2,
   densecl,
   pixpro,
+  scrl,
   regioncl,
   r2o,
   ccop,

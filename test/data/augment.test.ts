@@ -9,6 +9,7 @@ import {
   augmentViews,
   gaussianBlurInPlace,
   grayscaleInPlace,
+  resizeBlurInPlace,
   sampleResizedCrop,
   solarizeInPlace,
   VIEW_PRESETS,
@@ -180,5 +181,26 @@ describe('views', () => {
       expect(lo).toBeGreaterThanOrEqual(0);
       expect(hi).toBeLessThanOrEqual(1);
     }
+  });
+});
+
+describe("SCRL's ResizeBlur", () => {
+  it('keeps a flat image flat, smooths a checkerboard, and is what VIEW_PRESETS.scrl applies (p 1 on view 0)', () => {
+    const flat: RgbF32 = { width: 20, height: 14, data: new Float32Array(20 * 14 * 3).fill(100 / 255) };
+    resizeBlurInPlace(flat, 1.5);
+    expect(flat.data.every((v) => Math.abs(v - 100 / 255) < 1e-6)).toBe(true);
+    const board: RgbF32 = { width: 20, height: 14, data: new Float32Array(20 * 14 * 3).map((_, i) => ((Math.floor(i / 3) % 20) + Math.floor(i / 60)) % 2) };
+    const spread = (d: Float32Array) => d.reduce((a, v) => a + (v - 0.5) ** 2, 0) / d.length;
+    const before = spread(board.data);
+    resizeBlurInPlace(board, 1.5);
+    expect(spread(board.data)).toBeLessThan(before * 0.6);
+    // Pixels stay on the 8-bit grid, as after PIL's round trip.
+    expect(board.data.every((v) => Math.abs(v * 255 - Math.round(v * 255)) < 1e-4)).toBe(true);
+    const [v0, v1] = VIEW_PRESETS.scrl(32);
+    expect(v0!.blur).toBeUndefined();
+    expect(v0!.resizeBlur).toEqual({ p: 1, factors: [1.1, 1.2, 1.5] });
+    expect(v1!.resizeBlur!.p).toBe(0.1);
+    const applied = augmentView(new Rng(3), { width: 40, height: 40, data: new Uint8Array(40 * 40 * 3).fill(7) }, v0!);
+    expect([1.1, 1.2, 1.5]).toContain(applied.applied.resizeBlurFactor);
   });
 });
