@@ -66,9 +66,9 @@ export interface ProposalNeeds {
   boxes?: { minVisible: number; minSize: number; maxPerView: number };
 }
 
-export interface Consumes {
-  /** One recipe per view, for views of `imageSize` pixels (the config's `pretrain.imageSize`). */
-  views(imageSize: number): ViewSpec[];
+export interface Consumes<Args = any> {
+  /** One recipe per view, for views of `imageSize` pixels (the config's `pretrain.imageSize`) and the method's arguments. */
+  views(imageSize: number, args: Args): ViewSpec[];
   /** One flip decision shared by every view of an image (ReSim). */
   sharedFlip?: boolean;
   /** The step reads `batch.geometry` (crop boxes, flips): PixPro, ReSim, SCRL, … */
@@ -188,7 +188,7 @@ export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
   readonly code: { repo: string; commit: string };
   /** The method's own arguments (`pretrain.args`), each default the paper's. */
   readonly args: Schema;
-  readonly consumes: Consumes;
+  readonly consumes: Consumes<z.infer<Schema>>;
   readonly optimizer: OptimizerDefaults;
   readonly smallScale?: SmallScale;
   /** What the paper claims over MoCo v2 (checked by the zoo benchmark's claim-check table). */

@@ -35,7 +35,7 @@ export function argumentRows(module: MethodModule): ArgumentRow[] {
 
 /** What a method reads per step, in a few words: "2 views (64 px), crop geometry, proposal boxes". */
 export function consumesSummary(module: MethodModule, imageSize = 64): string {
-  const views = module.consumes.views(imageSize);
+  const views = module.consumes.views(imageSize, module.args.parse({}));
   const sizes = [...new Set(views.map((v) => v.size))].join('/');
   const parts = [`${views.length} views (${sizes} px at imageSize ${imageSize})`];
   if (module.consumes.sharedFlip) parts.push('one shared flip');

@@ -11,6 +11,7 @@ import { mocov2 } from './mocov2.js';
 import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
 import { scrl } from './scrl.js';
+import { swav } from './swav.js';
 import { regioncl } from './regioncl.js';
 
 export const METHODS = {
@@ -21,6 +22,7 @@ export const METHODS = {
   regioncl,
   r2o,
   ccop,
+  swav,
 } as const satisfies Record<string, MethodModule>;
 
 export type MethodName = keyof typeof METHODS;

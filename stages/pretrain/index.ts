@@ -178,7 +178,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         checkpointEvery: config.checkpointEvery,
         open: async (cursor) => {
           const feeder = await MethodBatchFeeder.open(
-            { store: ctx.store, datasetManifestKey: inputs.dataset.result.datasetManifestKey, split: config.split, seed: config.seed, batchSize: config.batchSize, views: module.consumes.views(config.imageSize), sharedFlip: module.consumes.sharedFlip, proposals, numClasses, signal: ctx.signal },
+            { store: ctx.store, datasetManifestKey: inputs.dataset.result.datasetManifestKey, split: config.split, seed: config.seed, batchSize: config.batchSize, views: module.consumes.views(config.imageSize, config.args), sharedFlip: module.consumes.sharedFlip, proposals, numClasses, signal: ctx.signal },
             cursor,
           );
           return { next: async () => feeder.nextBatch().then((batch) => ({ batch, cursor: batch.next })), close: () => feeder.close() };

@@ -210,7 +210,7 @@ describe('R2O parity with KKallidromitis/r2o (official modules run under PyTorch
   });
 
   it('declares a whole-image third view that sampleResizedCrop really returns whole, unflipped', () => {
-    const views = r2o.consumes.views(32);
+    const views = r2o.consumes.views(32, r2o.args.parse({}));
     expect(views).toHaveLength(3);
     const src = { width: 50, height: 37, data: new Uint8Array(50 * 37 * 3) };
     for (let seed = 0; seed < 20; seed++) {

@@ -45,7 +45,7 @@ describe.each(METHOD_NAMES)('registered method %s', (name) => {
     const defaults = module.args.parse({});
     expect(typeof defaults).toBe('object');
     for (const [arg, schema] of Object.entries(module.args.shape)) expect((schema as { description?: string }).description, `${name}.args.${arg}`).toBeTruthy();
-    expect(module.consumes.views(64).length).toBeGreaterThan(0);
+    expect(module.consumes.views(64, defaults).length).toBeGreaterThan(0);
   });
 
   it('imports no other method', () => {
