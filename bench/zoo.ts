@@ -122,7 +122,9 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
     return proposalRefs.get(key)!;
   };
 
-  const arms: Arm[] = [...(withBaselines ? (['random-init', 'supervised'] as const) : []), ...methods];
+  // Per seed: the methods first, then the baselines (the supervised one costs a training run), so an interrupted
+  // zoo has complete method rows for the seeds it finished.
+  const arms: Arm[] = [...methods, ...(withBaselines ? (['random-init', 'supervised'] as const) : [])];
   const values: Values = new Map(arms.map((a) => [a, Object.fromEntries(METRICS.map((m) => [m, [] as number[]])) as Record<Metric, number[]>]));
   const runs: Array<Record<string, unknown>> = [];
   for (const seed of o.seeds) {
