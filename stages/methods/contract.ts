@@ -116,6 +116,8 @@ export interface OptimizerDefaults {
   weightDecay: number;
   /** Linear warm-up, as a fraction of all steps (PixPro: 5 of 100 epochs). */
   warmupFraction: number;
+  /** The learning-rate schedule after warm-up; default cosine (DenseSiam's release keeps it constant). */
+  schedule?: 'cosine' | 'constant';
 }
 
 /** Gradients keyed by ParamStore name (`backbone.conv1.weight`, `neck.mlp.0.weight`). */

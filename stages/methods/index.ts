@@ -7,6 +7,7 @@
 import type { MethodModule } from './contract.js';
 import { ccop } from './ccop.js';
 import { densecl } from './densecl.js';
+import { densesiam } from './densesiam.js';
 import { mocov2 } from './mocov2.js';
 import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
@@ -22,6 +23,7 @@ export const METHODS = {
   regioncl,
   r2o,
   ccop,
+  densesiam,
   swav,
 } as const satisfies Record<string, MethodModule>;
 

@@ -69,7 +69,7 @@ function memberSchema<const N extends MethodName>(name: N) {
       .prefault({}),
     schedule: z
       .strictObject({
-        kind: z.enum(['cosine', 'constant']).default('cosine'),
+        kind: z.enum(['cosine', 'constant']).default(o.schedule ?? 'cosine'),
         /** Linear warm-up steps; default the official recipe's fraction of the run. */
         warmupSteps: z.number().int().min(0).optional(),
       })
