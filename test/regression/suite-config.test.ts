@@ -27,7 +27,10 @@ describe('suite configs', () => {
   });
 
   it.each([
-    [{ methods: ['densecl', 'simclr'] }, /s\.yaml: methods\.1: unknown method 'simclr' \(known: mocov2, densecl\)/],
+    [{ methods: ['densecl', 'simclr'] }, /s\.yaml: methods\.1: unknown method 'simclr' \(known: mocov2, densecl, /],
+    [{ methodArgs: { pixpro: { posRatio: 0.5 } } }, /s\.yaml: methodArgs\.pixpro: 'pixpro' is not one of this suite's methods/],
+    [{ methods: ['mocov2'], methodArgs: { mocov2: { lossLambda: 0.3 } } }, /pretrain\.args\.lossLambda: an argument of densecl/],
+    [{ base: { pretrain: { args: { queueSize: 64 } } } }, /s\.yaml: base\.pretrain\.args: is set per member/],
     [{ datasets: ['imagenet'] }, /s\.yaml: datasets\.0: unknown dataset 'imagenet' \(known: synthetic-tiny/],
     [{ tasks: ['knn', 'retrieval'] }, /s\.yaml: tasks\.1: unknown task 'retrieval'/],
     [{ metrics: ['knn.top5'] }, /s\.yaml: metrics\.0: unknown metric 'knn\.top5' for tasks knn \(known: knn\.top1\)/],
