@@ -14,6 +14,7 @@ import { r2o } from './r2o.js';
 import { scrl } from './scrl.js';
 import { swav } from './swav.js';
 import { regioncl } from './regioncl.js';
+import { resim } from './resim.js';
 
 export const METHODS = {
   mocov2,
@@ -21,6 +22,7 @@ export const METHODS = {
   pixpro,
   scrl,
   regioncl,
+  resim,
   r2o,
   ccop,
   densesiam,
