@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { localContext, runStage, type StageRef } from '../core/stage.js';
 import { initBackend } from '../core/tf.js';
 import type { ShardResult } from '../stages/data/index.js';
-import type { Claim, MethodModule } from '../stages/methods/contract.js';
+import type { Claim, MethodModule } from '../stages/methods/shared/contract.js';
 import { METHOD_NAMES, methodModule, type MethodName } from '../stages/methods/index.js';
 import { proposalStage, type ProposalResult } from '../stages/proposals/index.js';
 import type { PretrainResult } from '../stages/pretrain/index.js';

@@ -13,7 +13,7 @@ import { followRun } from './progress.js';
 import { registerSuiteCommands } from './suite.js';
 import { registerScheduleCommands } from './schedule.js';
 import { registerBaselineCommands } from './baseline.js';
-import { argumentRows, consumesSummary, optimizerSummary } from '../stages/methods/describe.js';
+import { argumentRows, consumesSummary, optimizerSummary } from '../stages/methods/shared/describe.js';
 import { isMethodName, METHOD_NAMES, methodModule } from '../stages/methods/index.js';
 
 const program = new Command();

@@ -3,7 +3,7 @@
  *   npx tsx scripts/methods-index.ts
  */
 import { writeFileSync } from 'node:fs';
-import { methodsIndexMarkdown } from '../stages/methods/describe.js';
+import { methodsIndexMarkdown } from '../stages/methods/shared/describe.js';
 
 const path = new URL('../docs/methods/README.md', import.meta.url);
 writeFileSync(path, methodsIndexMarkdown());

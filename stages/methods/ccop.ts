@@ -37,7 +37,7 @@ import { relu } from '../engine/native.js';
 import { roiAlign, type RoiBox } from '../engine/ops/roi_align.js';
 import { Initializer, type ParamScope, type ParamStore } from '../engine/params.js';
 import { MemoryQueue } from '../engine/queue.js';
-import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { enqueueKeys, l2Normalize, queueInfoNce } from './shared/contrast.js';
 import { reinitialize } from './shared/heads.js';
 import { buildEncoderPair, encodeShuffled, momentumStep, type Encoder } from './shared/momentum-encoder.js';

@@ -21,7 +21,7 @@ import { paramsComponent, queuesComponent } from '../engine/checkpoint.js';
 import { Initializer, type ParamStore } from '../engine/params.js';
 import { DenseProjectionHead, MlpHead } from '../engine/heads.js';
 import { MemoryQueue } from '../engine/queue.js';
-import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { enqueueKeys, l2Normalize, queueInfoNce } from './shared/contrast.js';
 import { reinitialize } from './shared/heads.js';
 import { buildEncoderPair, encodeShuffled, momentumContrastArgs, momentumStep, validateMomentumContrast, type Encoder, type MomentumContrastArgs } from './shared/momentum-encoder.js';

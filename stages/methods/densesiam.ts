@@ -40,7 +40,7 @@ import { namedGradients } from '../engine/grads.js';
 import { BatchNorm, Conv2d, Linear, type ForwardOptions } from '../engine/layers.js';
 import { relu } from '../engine/native.js';
 import { Initializer, ParamStore, type ParamScope } from '../engine/params.js';
-import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { l2Normalize } from './shared/contrast.js';
 
 /** DenseSiam's arguments, each default from the released config (densesiam_r18_fpn_aux_seg-rebalance_…py) or densesiam.py. */

@@ -4,7 +4,7 @@
  * registry-wide tests all derive from this map. Adding a method = its module, one line here, its card
  * (docs/methods/NAME.md), its config (configs/methods/NAME.yaml) and its parity fixture.
  */
-import type { MethodModule } from './contract.js';
+import type { MethodModule } from './shared/contract.js';
 import { ccop } from './ccop.js';
 import { densecl } from './densecl.js';
 import { densesiam } from './densesiam.js';
@@ -46,4 +46,4 @@ export function methodModule(name: MethodName): MethodModule {
   return METHODS[name] as MethodModule;
 }
 
-export type { MethodModule, MethodInstance, MethodBatch, StepContext, StepResult, NamedGradients, FeatureBackbone, BackboneFactory, Consumes, ProposalNeeds, ViewProposals } from './contract.js';
+export type { MethodModule, MethodInstance, MethodBatch, StepContext, StepResult, NamedGradients, FeatureBackbone, BackboneFactory, Consumes, ProposalNeeds, ViewProposals } from './shared/contract.js';

@@ -22,7 +22,7 @@ import { VIEW_PRESETS } from '../data/augment.js';
 import { queuesComponent, paramsComponent } from '../engine/checkpoint.js';
 import { MemoryQueue } from '../engine/queue.js';
 import type { ParamStore } from '../engine/params.js';
-import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { enqueueKeys, l2Normalize, queueInfoNce } from './shared/contrast.js';
 import { GlobalMlpHead } from './shared/heads.js';
 import { buildEncoderPair, encodeShuffled, momentumContrastArgs, momentumStep, validateMomentumContrast, type Encoder, type MomentumContrastArgs } from './shared/momentum-encoder.js';

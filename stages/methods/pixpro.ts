@@ -38,7 +38,7 @@ import { BatchNorm, Conv2d, type ForwardOptions } from '../engine/layers.js';
 import { relu } from '../engine/native.js';
 import { Initializer, type ParamStore } from '../engine/params.js';
 import { cosineMomentum } from '../engine/schedule.js';
-import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { l2Normalize } from './shared/contrast.js';
 import { buildEncoderPair, type Encoder } from './shared/momentum-encoder.js';
 

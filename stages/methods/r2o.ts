@@ -40,7 +40,7 @@ import { kmeans } from '../engine/kmeans.js';
 import { roiAlignPlan, type RoiBox } from '../engine/ops/roi_align.js';
 import type { ParamStore } from '../engine/params.js';
 import { cosineMomentum } from '../engine/schedule.js';
-import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { cosineRegression } from './shared/contrast.js';
 import { buildEncoderPair, type Encoder } from './shared/momentum-encoder.js';
 

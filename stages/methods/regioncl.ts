@@ -28,7 +28,7 @@ import { VIEW_PRESETS } from '../data/augment.js';
 import { paramsComponent, queuesComponent } from '../engine/checkpoint.js';
 import { Initializer, type ParamStore } from '../engine/params.js';
 import { MemoryQueue } from '../engine/queue.js';
-import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { enqueueKeys, infoNce, l2Normalize, queueInfoNce } from './shared/contrast.js';
 import { GlobalMlpHead, reinitialize } from './shared/heads.js';
 import { buildEncoderPair, encodeShuffled, momentumContrastArgs, momentumStep, validateMomentumContrast, type Encoder, type MomentumContrastArgs } from './shared/momentum-encoder.js';

@@ -39,7 +39,7 @@ import { prroiPool } from '../engine/ops/prroi_pool.js';
 import type { RoiBox } from '../engine/ops/roi_align.js';
 import { Initializer, type ParamStore } from '../engine/params.js';
 import { MemoryQueue } from '../engine/queue.js';
-import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { enqueueKeys, infoNce, l2Normalize, queueInfoNce } from './shared/contrast.js';
 import { buildEncoderPair, encodeShuffled, momentumContrastArgs, momentumStep, validateMomentumContrast, type Encoder } from './shared/momentum-encoder.js';
 

@@ -46,7 +46,7 @@ import { relu } from '../engine/native.js';
 import { roiAlign, type RoiBox } from '../engine/ops/roi_align.js';
 import { Initializer, ParamStore } from '../engine/params.js';
 import { cosineMomentum } from '../engine/schedule.js';
-import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { cosineRegression } from './shared/contrast.js';
 import type { Encoder } from './shared/momentum-encoder.js';
 

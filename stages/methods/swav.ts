@@ -33,7 +33,7 @@ import { BatchNorm, Linear, type ForwardOptions } from '../engine/layers.js';
 import { relu } from '../engine/native.js';
 import { Initializer, ParamStore, uniqueVariableName } from '../engine/params.js';
 import { sinkhornKnopp } from '../engine/sinkhorn.js';
-import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './contract.js';
+import { defineMethod, type BackboneFactory, type FeatureBackbone, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { l2Normalize } from './shared/contrast.js';
 
 /**

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { BACKEND_CHOICES } from '../../core/tf.js';
 import { RESNET_PRESETS, type ResNetPreset } from '../engine/resnet.js';
 import { isMethodName, METHOD_NAMES, METHODS, type MethodName } from '../methods/index.js';
-import type { MethodModule, OptimizerKind } from '../methods/contract.js';
+import type { MethodModule, OptimizerKind } from '../methods/shared/contract.js';
 
 const PRESETS = Object.keys(RESNET_PRESETS) as [ResNetPreset, ...ResNetPreset[]];
 const OPTIMIZERS = ['sgd', 'lars', 'adamw'] as const satisfies readonly OptimizerKind[];

@@ -1,5 +1,5 @@
 /**
- * Batches for a method, exactly as it declared them (stages/methods/contract.ts `Consumes`): one
+ * Batches for a method, exactly as it declared them (stages/methods/shared/contract.ts `Consumes`): one
  * tensor per view with that view's augmentation recipe, every view's crop geometry, and when declared
  * the images' proposals mapped into each view and their class labels. Built on the data stage's
  * training loader (seeded shard order and shuffle buffer, sha256-checked shards, per-sample
@@ -13,7 +13,7 @@ import { createTrainLoader, viewsTransform, type LoaderCursor, type LoaderItem, 
 import type { AugmentedView, ViewSpec } from '../data/augment.js';
 import { boxesIntoView, type Box, type ViewGeometry } from '../data/geometry.js';
 import type { DecodedSample } from '../data/sample.js';
-import type { ProposalNeeds, ViewProposals } from '../methods/contract.js';
+import type { ProposalNeeds, ViewProposals } from '../methods/shared/contract.js';
 import { decodeLabelPng } from '../proposals/image-io.js';
 import type { ProposalsFile, SampleProposals } from '../proposals/stage.js';
 

@@ -16,7 +16,7 @@ import type { ParamStore } from '../engine/params.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { warmupCosineLr } from '../engine/schedule.js';
 import { methodModule } from '../methods/index.js';
-import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule } from '../methods/contract.js';
+import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule } from '../methods/shared/contract.js';
 import type { PretrainConfig } from './config.js';
 import { loadProposals, MethodBatchFeeder, type HostBatch } from './feeder.js';
 import { runTrainingLoop } from './loop.js';

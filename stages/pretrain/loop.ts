@@ -10,7 +10,7 @@
 import { TrainingDivergedError, throwIfAborted } from '../../core/errors.js';
 import type { StageRunContext } from '../../core/stage.js';
 import { encodeTrainingState, restoreTrainingState, type TrainingStateSpec } from '../engine/checkpoint.js';
-import type { StepResult } from '../methods/contract.js';
+import type { StepResult } from '../methods/shared/contract.js';
 import { START_CURSOR, type DataCursor } from './feeder.js';
 
 export interface LossPoint {

@@ -3,7 +3,7 @@
  * direction on our data? Seeds pair the two sides (same init, data order, augmentations, evaluation seed),
  * so the per-seed difference removes the noise they share. Used by the suite report and the zoo benchmark.
  */
-import type { Claim } from '../methods/contract.js';
+import type { Claim } from '../methods/shared/contract.js';
 import { isMethodName, methodModule } from '../methods/index.js';
 import { meanStd } from './comparison.js';
 import type { MemberOutcome } from './types.js';

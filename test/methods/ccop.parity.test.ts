@@ -12,7 +12,7 @@ import type { Rng } from '../../core/rng.js';
 import { initBackend, tf } from '../../core/tf.js';
 import type { Box, ViewGeometry } from '../../stages/data/geometry.js';
 import { ccop, CCOP, curriculum, pairBoxesFromOriginal, type CCOPArgs, type CcopDraws, type DropoutSite } from '../../stages/methods/ccop.js';
-import type { BackboneFactory } from '../../stages/methods/contract.js';
+import type { BackboneFactory } from '../../stages/methods/shared/contract.js';
 import { expectStoreMatches, type Json, loadFixture, loadNeck, loadQueue, nhwc, queueRows, REL_TOL, relErr, stepCapturing, tensorRelErr, toOurLayout } from './parity-helpers.js';
 
 const fixture = loadFixture('ccop');

@@ -11,7 +11,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../core/tf.js';
 import type { ViewGeometry } from '../../stages/data/geometry.js';
-import type { BackboneFactory } from '../../stages/methods/contract.js';
+import type { BackboneFactory } from '../../stages/methods/shared/contract.js';
 import { DenseSiam, densesiam, lossWeights, replayOnFeatures, type DenseSiamArgs } from '../../stages/methods/densesiam.js';
 import { type Json, loadFixture, nhwc, REL_TOL, relErr, stepCapturing, tensorRelErr, toOurLayout } from './parity-helpers.js';
 

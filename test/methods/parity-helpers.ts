@@ -8,7 +8,7 @@ import { tf } from '../../core/tf.js';
 import { Rng } from '../../core/rng.js';
 import type { ParamStore } from '../../stages/engine/params.js';
 import type { MemoryQueue } from '../../stages/engine/queue.js';
-import type { FeatureBackbone, MethodBatch, MethodInstance, NamedGradients, StepResult } from '../../stages/methods/contract.js';
+import type { FeatureBackbone, MethodBatch, MethodInstance, NamedGradients, StepResult } from '../../stages/methods/shared/contract.js';
 
 export const REL_TOL = 1e-4;
 

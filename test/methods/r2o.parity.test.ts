@@ -13,7 +13,7 @@ import { Rng } from '../../core/rng.js';
 import { augmentView } from '../../stages/data/augment.js';
 import type { ViewGeometry } from '../../stages/data/geometry.js';
 import { cosineMomentum } from '../../stages/engine/schedule.js';
-import type { FeatureBackbone, ViewProposals } from '../../stages/methods/contract.js';
+import type { FeatureBackbone, ViewProposals } from '../../stages/methods/shared/contract.js';
 import { applyRows, clusterCount, maskPool, objectWeights, r2o, R2O } from '../../stages/methods/r2o.js';
 import { loadFixture, nhwc, REL_TOL, relErr, stepCapturing, tensorRelErr, toOurLayout, type Json } from './parity-helpers.js';
 

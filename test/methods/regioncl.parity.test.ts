@@ -9,7 +9,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend, tf } from '../../core/tf.js';
 import { Rng } from '../../core/rng.js';
-import type { NamedGradients } from '../../stages/methods/contract.js';
+import type { NamedGradients } from '../../stages/methods/shared/contract.js';
 import { alignedBox, boxCellRange, partnerIndex, regioncl, RegionCL, regionclLoss, regionSwap, sampleRegionBox, type RegionBox } from '../../stages/methods/regioncl.js';
 import { expectGradsMatch, expectStoreMatches, identityBackbone, loadFixture, loadNeck, loadQueue, nhwc, queueRows, REL_TOL, relErr, tensorRelErr } from './parity-helpers.js';
 

@@ -8,9 +8,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../../cli/env.js';
 import { loadRunConfig } from '../../core/config.js';
-import { methodsIndexMarkdown } from '../../stages/methods/describe.js';
+import { methodsIndexMarkdown } from '../../stages/methods/shared/describe.js';
 import { METHOD_NAMES, METHODS } from '../../stages/methods/index.js';
-import type { MethodModule } from '../../stages/methods/contract.js';
+import type { MethodModule } from '../../stages/methods/shared/contract.js';
 import { SUITE_METHODS } from '../../stages/regression/suite-config.js';
 
 const root = projectRoot();

@@ -12,7 +12,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../core/rng.js';
 import { initBackend, tf } from '../../core/tf.js';
 import type { Box, ViewGeometry } from '../../stages/data/geometry.js';
-import type { BackboneFactory, MethodBatch } from '../../stages/methods/contract.js';
+import type { BackboneFactory, MethodBatch } from '../../stages/methods/shared/contract.js';
 import { queryWindows, ReSim, resim, type ReSimArgs } from '../../stages/methods/resim.js';
 import { prroiPool } from '../../stages/engine/ops/prroi_pool.js';
 import type { RoiBox } from '../../stages/engine/ops/roi_align.js';

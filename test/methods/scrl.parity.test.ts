@@ -12,7 +12,7 @@ import { initBackend, tf } from '../../core/tf.js';
 import { Rng } from '../../core/rng.js';
 import { boxViewToView, type ViewGeometry } from '../../stages/data/geometry.js';
 import type { ParamStore } from '../../stages/engine/params.js';
-import type { NamedGradients } from '../../stages/methods/contract.js';
+import type { NamedGradients } from '../../stages/methods/shared/contract.js';
 import { generateBoxPairs, scrl, Scrl, scrlLoss, scrlProject, scrlRois, type ScrlArgs } from '../../stages/methods/scrl.js';
 import { identityBackbone, loadFixture, nhwc, REL_TOL, relErr, tensorRelErr, toOurLayout, type Json } from './parity-helpers.js';
 

@@ -11,7 +11,7 @@ import { ParamStore } from '../../engine/params.js';
 import { shuffleBatch, type ForwardOptions } from '../../engine/layers.js';
 import { copyWeights, emaUpdate } from '../../engine/ema.js';
 import { namedGradients } from '../../engine/grads.js';
-import type { BackboneFactory, FeatureBackbone, NamedGradients, StepResult } from '../contract.js';
+import type { BackboneFactory, FeatureBackbone, NamedGradients, StepResult } from './contract.js';
 
 /** An online or momentum encoder: backbone + head, sharing one ParamStore. */
 export interface Encoder<Head> {

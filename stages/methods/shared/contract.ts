@@ -18,12 +18,12 @@
  */
 import type * as tf from '@tensorflow/tfjs';
 import type { z } from 'zod';
-import type { Rng } from '../../core/rng.js';
-import type { ViewSpec } from '../data/augment.js';
-import type { Box, ViewGeometry } from '../data/geometry.js';
-import type { CheckpointComponent } from '../engine/checkpoint.js';
-import type { ForwardOptions } from '../engine/layers.js';
-import type { ParamStore } from '../engine/params.js';
+import type { Rng } from '../../../core/rng.js';
+import type { ViewSpec } from '../../data/augment.js';
+import type { Box, ViewGeometry } from '../../data/geometry.js';
+import type { CheckpointComponent } from '../../engine/checkpoint.js';
+import type { ForwardOptions } from '../../engine/layers.js';
+import type { ParamStore } from '../../engine/params.js';
 
 // ------------------------------------------------------------------------------------------------
 // Backbones

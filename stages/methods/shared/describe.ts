@@ -5,7 +5,7 @@
  */
 import type { z } from 'zod';
 import type { MethodModule } from './contract.js';
-import { METHOD_NAMES, METHODS } from './index.js';
+import { METHOD_NAMES, METHODS } from '../index.js';
 
 export interface ArgumentRow {
   name: string;
