@@ -48,7 +48,7 @@ if (invokedDirectly) {
   const out = { ...result, machine: machine(), date: new Date().toISOString() };
   printTable(out);
   mkdirSync(join(root, 'results'), { recursive: true });
-  const file = join(root, 'results', `${name}.json`);
+  const file = join(root, 'results', `${result.name}.json`); // zoo writes zoo-calibration / zoo-probe by mode
   writeFileSync(file, `${JSON.stringify(out, null, 2)}\n`);
   process.stdout.write(`wrote ${file}\n`);
 }

@@ -8,6 +8,9 @@
 // Usage: npm run bench -- zoo [key=value ...]
 //   methods=all|name,name  seeds=0,1,2  steps=STEPS  size=small arch=resnet-tiny imageSize=64 batch=32
 //   maxSamples=1000 semsegEpochs=10 linearEpochs=30
+//   set=METHOD.PATH=VALUE      (repeatable) override one pretrain setting of one method, e.g.
+//                               set=pixpro.optimizer.baseLr=32 or set=pixpro.args.insLossWeight=1: a probe of a
+//                               suspect; the arm is labelled with its overrides and cached apart
 //   calibrate=1000,2000,3000   only MoCo v2 and DenseCL at each budget in turn, stopping at the first at which
 //                               DenseCL's semseg advantage is resolved (see `resolved` below); writes zoo-calibration.json
 // Each method runs with its module's `smallScale` settings (arguments and optimizer for short runs, with
@@ -51,12 +54,14 @@ interface Options {
   semsegEpochs: number;
   linearEpochs: number;
   calibrate: number[];
+  /** Per method, pretrain settings overridden by `set=` (path below `pretrain`, value parsed as JSON when it parses). */
+  set: Map<MethodName, Array<{ path: string[]; value: unknown }>>;
 }
 
-const DEFAULTS: Options = { methods: [...METHOD_NAMES], seeds: [0, 1, 2], steps: CALIBRATED_STEPS, size: 'small', arch: 'resnet-tiny', imageSize: 64, batch: 32, maxSamples: 1000, semsegEpochs: 10, linearEpochs: 30, calibrate: [] };
+const DEFAULTS: Options = { methods: [...METHOD_NAMES], seeds: [0, 1, 2], steps: CALIBRATED_STEPS, size: 'small', arch: 'resnet-tiny', imageSize: 64, batch: 32, maxSamples: 1000, semsegEpochs: 10, linearEpochs: 30, calibrate: [], set: new Map() };
 
 function parseOptions(args: string[]): Options {
-  const o: Options = { ...DEFAULTS, methods: [...DEFAULTS.methods], seeds: [...DEFAULTS.seeds] };
+  const o: Options = { ...DEFAULTS, methods: [...DEFAULTS.methods], seeds: [...DEFAULTS.seeds], set: new Map() };
   const keys = Object.keys(DEFAULTS).join(', ');
   for (const arg of args) {
     const eq = arg.indexOf('=');
@@ -77,6 +82,17 @@ function parseOptions(args: string[]): Options {
         break;
       }
       case 'seeds': o.seeds = numbers(); break;
+      case 'set': {
+        const m = /^([a-z0-9]+)\.((?:args|optimizer)\.[A-Za-z0-9.]+)=(.+)$/.exec(value);
+        if (!m) throw new Error(`zoo: set=${value}: expected METHOD.args.NAME=VALUE or METHOD.optimizer.NAME=VALUE`);
+        if (!(METHOD_NAMES as readonly string[]).includes(m[1]!)) throw new Error(`zoo: set=${value}: unknown method '${m[1]}' (registered: ${METHOD_NAMES.join(', ')})`);
+        let parsed: unknown = m[3];
+        try { parsed = JSON.parse(m[3]!); } catch { /* a bare string */ }
+        const list = o.set.get(m[1] as MethodName) ?? [];
+        list.push({ path: m[2]!.split('.'), value: parsed });
+        o.set.set(m[1] as MethodName, list);
+        break;
+      }
       case 'calibrate': o.calibrate = numbers(); break;
       case 'size': o.size = value as Options['size']; break;
       case 'arch': o.arch = value; break;
@@ -95,13 +111,19 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
   const config = (method: MethodName, seed: number) => {
     const module = methodModule(method) as MethodModule;
     const small = module.smallScale;
+    const pretrainConfig: Record<string, any> = { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: { ...small?.args }, optimizer: { ...small?.optimizer } };
+    for (const { path, value } of o.set.get(method) ?? []) {
+      let at = pretrainConfig;
+      for (const key of path.slice(0, -1)) at = at[key] ??= {};
+      at[path.at(-1)!] = value;
+    }
     return runConfig(
       {
         name: `zoo-${method}-s${seed}`,
         data: { source: { kind: 'synthetic', size: o.size, seed: 0 }, shardSamples: 256 },
         // The preset each proposal-reading method's own config names; others skip the stage.
         proposals: module.consumes.proposals ? { enabled: true, preset: module.consumes.proposals.kind === 'regions' ? 'r2o' : 'ccop' } : { enabled: false },
-        pretrain: { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: small?.args ?? {}, optimizer: small?.optimizer ?? {} },
+        pretrain: pretrainConfig,
         evaluation: { tasks: ['knn', 'linear', 'semseg', 'unsup-seg'], imageSize: o.imageSize, maxSamplesPerSplit: o.maxSamples, seed, linear: { epochs: o.linearEpochs }, semseg: { mode: 'frozen', epochs: o.semsegEpochs } },
       },
       `bench/zoo (${method}, seed ${seed})`,
@@ -148,11 +170,17 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
       const evaluated = await evaluate(store, dataset.ref, backbone as StageRef<PretrainResult> | null, cfg.evaluation);
       const m = evaluated.ref.result.metrics;
       for (const k of METRICS) values.get(arm)![k].push(m[k] ?? Number.NaN);
-      say(`${arm} s${seed}: ${METRICS.map((k) => `${k} ${m[k]?.toFixed(4)}`).join(' ')}`);
+      say(`${armLabel(o, arm)} s${seed}: ${METRICS.map((k) => `${k} ${m[k]?.toFixed(4)}`).join(' ')}`);
       runs.push({ arm, seed, metrics: Object.fromEntries(METRICS.map((k) => [k, m[k]])), pretrainSeconds: trainedSeconds, finalLoss: result?.finalLoss ?? null, imagesPerSecond: result?.imagesPerSecond ?? null });
     }
   }
   return { values, runs };
+}
+
+/** An arm's name in tables: the method, with any `set=` overrides it ran under. */
+function armLabel(o: Options, arm: Arm): string {
+  const set = o.set.get(arm as MethodName);
+  return set?.length ? `${arm} (${set.map((s) => `${s.path.join('.')}=${JSON.stringify(s.value)}`).join(', ')})` : arm;
 }
 
 const fmt = (s: { mean: number; std: number }) => `${s.mean.toFixed(3)} ± ${s.std.toFixed(3)}`;
@@ -173,7 +201,7 @@ async function calibrate(o: Options): Promise<BenchResult> {
       break;
     }
   }
-  return { name: 'zoo-calibration', rows, notes: [chosen === null ? 'no budget tried resolves the gap' : `cheapest resolving budget: ${chosen} steps`], options: o, steps, chosen };
+  return { name: 'zoo-calibration', rows, notes: [chosen === null ? 'no budget tried resolves the gap' : `cheapest resolving budget: ${chosen} steps`], options: { ...o, set: Object.fromEntries(o.set) }, steps, chosen };
 }
 
 export async function main(args: string[]): Promise<BenchResult> {
@@ -185,8 +213,8 @@ export async function main(args: string[]): Promise<BenchResult> {
   const { values, runs } = await runArms(o, o.methods, true);
 
   const rows: BenchRow[] = [];
-  for (const [arm, byMetric] of values) rows.push({ case: arm, ours: Object.fromEntries(METRICS.map((k) => [k, meanStd(byMetric[k]).mean])), reference: null });
-  const table = [...values].map(([arm, byMetric]) => ({ arm, ...Object.fromEntries(METRICS.map((k) => [k, meanStd(byMetric[k])])) }));
+  for (const [arm, byMetric] of values) rows.push({ case: armLabel(o, arm), ours: Object.fromEntries(METRICS.map((k) => [k, meanStd(byMetric[k]).mean])), reference: null });
+  const table = [...values].map(([arm, byMetric]) => ({ arm: armLabel(o, arm), ...Object.fromEntries(METRICS.map((k) => [k, meanStd(byMetric[k])])) }));
 
   const claims: Array<Record<string, unknown>> = [];
   const suspects: string[] = [];
@@ -205,10 +233,11 @@ export async function main(args: string[]): Promise<BenchResult> {
     claims.push({ method, metric: 'localization', over: 'random-init', paper: 'any pretraining should beat random init at localization', beatsRandomOn: beatsRandom, verdict: beatsRandom.length ? 'holds' : 'SUSPECT: beats random init on no localization metric' });
   }
 
-  const markdown = zooMarkdown(o, table, claims, suspects);
-  writeFileSync(join(import.meta.dirname, '..', 'docs', 'ZOO-TABLE.md'), markdown);
+  // A probe (`set=`) is not the zoo: its own result file, and the committed table is left alone.
+  const probe = o.set.size > 0;
+  if (!probe) writeFileSync(join(import.meta.dirname, '..', 'docs', 'ZOO-TABLE.md'), zooMarkdown(o, table, claims, suspects));
   return {
-    name: 'zoo',
+    name: probe ? 'zoo-probe' : 'zoo',
     rows,
     notes: [
       `backend ${info.backend}; synthetic-${o.size}, ${o.arch}, ${o.imageSize} px, batch ${o.batch}, ${o.steps} steps, seeds ${o.seeds.join(',')}; each method with its module's smallScale settings`,
@@ -216,7 +245,7 @@ export async function main(args: string[]): Promise<BenchResult> {
       suspects.length ? `SUSPECT (no localization gain over random init): ${suspects.join(', ')}` : 'every method beats random init on at least one localization metric',
       `wall time ${((performance.now() - t0) / 1000).toFixed(0)} s; tables also in docs/ZOO-TABLE.md`,
     ],
-    options: o,
+    options: { ...o, set: Object.fromEntries(o.set) },
     table,
     claims,
     suspects,
