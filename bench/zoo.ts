@@ -103,15 +103,59 @@ function parseOptions(args: string[]): Options {
   return o;
 }
 
-type Arm = 'random-init' | 'supervised' | MethodName;
+/**
+ * Control arms: a registered method run again with one thing changed, so that its claim can be checked against
+ * itself (issue 12 §4: the same method on degenerate priors; a loss added to a base method, against the base).
+ * Each runs for every seed whenever its method is in the zoo; its claim rows say "METHOD > VARIANT".
+ */
+interface Variant {
+  method: MethodName;
+  /** What the control is, in a table cell. */
+  what: string;
+  /** Replaces the method's proposals settings (below the preset the zoo would pick). */
+  proposals?: Record<string, unknown>;
+  /** Merged into the method's `pretrain.args`. */
+  args?: Record<string, unknown>;
+  claims: Array<Pick<Claim, 'metric' | 'paper'>>;
+}
+
+const VARIANTS = {
+  // SLIC with 16 segments at compactness 10^4: the colour term vanishes, the superpixels are a 4×4 grid of the
+  // 224 px squash (what issue 12 calls a degenerate prior for R2O); everything else as the r2o preset.
+  'r2o@grid': {
+    method: 'r2o',
+    what: 'R2O on a 4×4 grid of regions (SLIC at 16 segments, compactness 1e4) instead of SLIC superpixels',
+    proposals: { preset: 'r2o', slic: { nSegments: 16, compactness: 10000 } },
+    claims: [
+      { metric: 'semseg.mIoU', paper: 'the superpixel prior is what R2O adds (its §3.1); a grid prior should do worse at localization' },
+      { metric: 'unsup-seg.mIoU', paper: 'as above, on unsupervised object segmentation' },
+    ],
+  },
+  // Random boxes (UP-DETR's generator) through CCOP's own filters, NMS and top 50, instead of selective search.
+  'ccop@random-boxes': {
+    method: 'ccop',
+    what: 'CCOP on random boxes (50 per image, CCOP\'s filters and NMS) instead of selective-search boxes',
+    proposals: { preset: 'updetr-random', random: { count: 200, minPixel: 8 }, filters: [{ minAspect: 1 / 3, maxAspect: 3, aspectInclusive: false, minSqrtArea: 20 }], nmsThreshold: 0.5, maxBoxes: 50 },
+    claims: [
+      { metric: 'semseg.mIoU', paper: 'CCOP\'s object-level contrast rests on object-like boxes (its §3); random boxes should do worse at localization' },
+      { metric: 'unsup-seg.mIoU', paper: 'as above, on unsupervised object segmentation' },
+    ],
+  },
+} as const satisfies Record<string, Variant>;
+type VariantName = keyof typeof VARIANTS;
+
+type Arm = 'random-init' | 'supervised' | MethodName | VariantName;
 type Values = Map<Arm, Record<Metric, number[]>>;
+const isVariant = (arm: Arm): arm is VariantName => Object.hasOwn(VARIANTS, arm);
 
 async function runArms(o: Options, methods: MethodName[], withBaselines: boolean): Promise<{ values: Values; runs: Array<Record<string, unknown>> }> {
   const store = experimentStore('zoo');
-  const config = (method: MethodName, seed: number) => {
+  const config = (arm: MethodName | VariantName, seed: number) => {
+    const variant: Variant | null = isVariant(arm) ? VARIANTS[arm] : null;
+    const method = variant?.method ?? (arm as MethodName);
     const module = methodModule(method) as MethodModule;
     const small = module.smallScale;
-    const pretrainConfig: Record<string, any> = { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: { ...small?.args }, optimizer: { ...small?.optimizer } };
+    const pretrainConfig: Record<string, any> = { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: { ...small?.args, ...variant?.args }, optimizer: { ...small?.optimizer } };
     for (const { path, value } of o.set.get(method) ?? []) {
       let at = pretrainConfig;
       for (const key of path.slice(0, -1)) at = at[key] ??= {};
@@ -119,14 +163,14 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
     }
     return runConfig(
       {
-        name: `zoo-${method}-s${seed}`,
+        name: `zoo-${arm}-s${seed}`,
         data: { source: { kind: 'synthetic', size: o.size, seed: 0 }, shardSamples: 256 },
         // The preset each proposal-reading method's own config names; others skip the stage.
-        proposals: module.consumes.proposals ? { enabled: true, preset: module.consumes.proposals.kind === 'regions' ? 'r2o' : 'ccop' } : { enabled: false },
+        proposals: module.consumes.proposals ? { enabled: true, ...(variant?.proposals ?? { preset: module.consumes.proposals.kind === 'regions' ? 'r2o' : 'ccop' }) } : { enabled: false },
         pretrain: pretrainConfig,
         evaluation: { tasks: ['knn', 'linear', 'semseg', 'unsup-seg'], imageSize: o.imageSize, maxSamplesPerSplit: o.maxSamples, seed, linear: { epochs: o.linearEpochs }, semseg: { mode: 'frozen', epochs: o.semsegEpochs } },
       },
-      `bench/zoo (${method}, seed ${seed})`,
+      `bench/zoo (${arm}, seed ${seed})`,
     );
   };
   const dataset = await shard(store, config(methods[0]!, o.seeds[0]!).data);
@@ -146,7 +190,8 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
 
   // Per seed: the methods first, then the baselines (the supervised one costs a training run), so an interrupted
   // zoo has complete method rows for the seeds it finished.
-  const arms: Arm[] = [...methods, ...(withBaselines ? (['random-init', 'supervised'] as const) : [])];
+  const variants = (Object.keys(VARIANTS) as VariantName[]).filter((v) => withBaselines && methods.includes(VARIANTS[v].method));
+  const arms: Arm[] = [...methods, ...variants, ...(withBaselines ? (['random-init', 'supervised'] as const) : [])];
   const values: Values = new Map(arms.map((a) => [a, Object.fromEntries(METRICS.map((m) => [m, [] as number[]])) as Record<Metric, number[]>]));
   const runs: Array<Record<string, unknown>> = [];
   for (const seed of o.seeds) {
@@ -229,6 +274,14 @@ export async function main(args: string[]): Promise<BenchResult> {
       if (!base) continue;
       const p = paired(own[claim.metric], base[claim.metric]);
       claims.push({ method, metric: claim.metric, over: claim.over, paper: claim.paper, ours: meanStd(own[claim.metric]), baseline: meanStd(base[claim.metric]), paired: p, verdict: claimVerdict(p) });
+    }
+    for (const [name, variant] of Object.entries(VARIANTS) as Array<[VariantName, Variant]>) {
+      const control = values.get(name);
+      if (variant.method !== method || !control) continue;
+      for (const claim of variant.claims) {
+        const p = paired(own[claim.metric], control[claim.metric]);
+        claims.push({ method, metric: claim.metric, over: name, paper: `${variant.what}: ${claim.paper}`, ours: meanStd(own[claim.metric]), baseline: meanStd(control[claim.metric]), paired: p, verdict: claimVerdict(p) });
+      }
     }
     claims.push({ method, metric: 'localization', over: 'random-init', paper: 'any pretraining should beat random init at localization', beatsRandomOn: beatsRandom, verdict: beatsRandom.length ? 'holds' : 'SUSPECT: beats random init on no localization metric' });
   }
