@@ -266,9 +266,12 @@ function applyColorJitter(rng: Rng, img: RgbF32, cj: NonNullable<ViewSpec['color
  * (the MoCo v2 / BYOL order). `forceFlip` lets a caller share one flip decision between views
  * (ReSim flips both views together).
  */
-export function augmentView(rng: Rng, src: RgbImage, spec: ViewSpec, forceFlip?: boolean): AugmentedView {
+/** Draws a view's crop; the default is one `sampleResizedCrop` (a method may redraw against its proposals). */
+export type CropDraw = (rng: Rng, width: number, height: number, scale: readonly [number, number], ratio: readonly [number, number]) => CropParams;
+
+export function augmentView(rng: Rng, src: RgbImage, spec: ViewSpec, forceFlip?: boolean, drawCrop: CropDraw = sampleResizedCrop): AugmentedView {
   const outW = spec.size, outH = spec.height ?? spec.size;
-  const crop = sampleResizedCrop(rng, src.width, src.height, spec.scale, spec.ratio ?? [3 / 4, 4 / 3]);
+  const crop = drawCrop(rng, src.width, src.height, spec.scale, spec.ratio ?? [3 / 4, 4 / 3]);
   const flipDraw = rng.next() < (spec.flipP ?? 0.5);
   const flipped = forceFlip ?? flipDraw;
   const { image, geometry } = resizedCrop(src, crop, outW, outH, spec.interpolation ?? 'bilinear', flipped);
@@ -303,9 +306,9 @@ export function resizeBlurInPlace(img: RgbF32, factor: number): void {
 }
 
 /** Several views of one image (two global views, multi-crop, ...), optionally with one shared flip. */
-export function augmentViews(rng: Rng, src: RgbImage, specs: readonly ViewSpec[], options: { sharedFlip?: boolean } = {}): AugmentedView[] {
+export function augmentViews(rng: Rng, src: RgbImage, specs: readonly ViewSpec[], options: { sharedFlip?: boolean; drawCrop?: CropDraw } = {}): AugmentedView[] {
   const shared = options.sharedFlip ? rng.next() < (specs[0]?.flipP ?? 0.5) : undefined;
-  return specs.map((spec) => augmentView(rng, src, spec, shared));
+  return specs.map((spec) => augmentView(rng, src, spec, shared, options.drawCrop));
 }
 
 /** Blur sigma scaled from the papers' 224-pixel views to `size`-pixel views. */
@@ -339,6 +342,15 @@ export const VIEW_PRESETS = {
     const global: ViewSpec = { size, scale: [0.14, 1], colorJitter: cj, grayscaleP: 0.2, blur: { p: 0.5, sigma: sigmaFor(size) } };
     const local: ViewSpec = { size: localSize, scale: [0.05, 0.14], colorJitter: cj, grayscaleP: 0.2, blur: { p: 0.5, sigma: sigmaFor(localSize) } };
     return [global, { ...global }, ...Array.from({ length: locals }, () => ({ ...local }))];
+  },
+  /**
+   * DINO's multi-crop (`DataAugmentationDINO`, also skyoux/scfs augmentations/dino_augmentation.py): 2 global views of
+   * `size` and `locals` views of `localSize`, all bicubic, flip 0.5, CJ(0.4, 0.4, 0.2, 0.1) p 0.8, gray 0.2; global
+   * view 0 always blurred, global view 1 blurred with p 0.1 and solarized with p 0.2, local views blurred with p 0.5.
+   */
+  dinoMultiCrop: (size: number, localSize: number, locals: number, globalScale: [number, number], localScale: [number, number]): ViewSpec[] => {
+    const local: ViewSpec = { ...byolPair(localSize, localScale, 'bicubic')[0]!, blur: { p: 0.5, sigma: sigmaFor(localSize) } };
+    return [...byolPair(size, globalScale, 'bicubic'), ...Array.from({ length: locals }, () => ({ ...local }))];
   },
 } as const;
 

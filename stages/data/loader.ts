@@ -3,7 +3,7 @@ import { sha256Hex } from '../../core/hash.js';
 import { Rng } from '../../core/rng.js';
 import { getJson, type ArtifactStore } from '../../core/store/index.js';
 import { readShard, type WdsSample } from '../../core/webdataset.js';
-import { augmentViews, sampleRng, type AugmentedView, type ViewSpec } from './augment.js';
+import { augmentViews, sampleRng, type AugmentedView, type CropDraw, type ViewSpec } from './augment.js';
 import { DATASET_MANIFEST_SCHEMA, type DatasetManifest, type ShardRecord } from './manifest.js';
 import { decodeSample, type DecodedSample } from './sample.js';
 
@@ -215,6 +215,9 @@ export async function createTrainLoader<T = DecodedSample>(options: TrainLoaderO
 }
 
 /** A transform giving augmented views with their geometry (two views for most dense methods). */
-export function viewsTransform(specs: readonly ViewSpec[], options: { sharedFlip?: boolean } = {}): SampleTransform<{ sample: DecodedSample; views: AugmentedView[] }> {
-  return (sample, rng) => ({ sample, views: augmentViews(rng, sample.image, specs, options) });
+export function viewsTransform(
+  specs: readonly ViewSpec[],
+  options: { sharedFlip?: boolean; drawCrop?: (sample: DecodedSample) => CropDraw | undefined } = {},
+): SampleTransform<{ sample: DecodedSample; views: AugmentedView[] }> {
+  return (sample, rng) => ({ sample, views: augmentViews(rng, sample.image, specs, { sharedFlip: options.sharedFlip, drawCrop: options.drawCrop?.(sample) }) });
 }

@@ -536,11 +536,14 @@ export const ccop = defineMethod({
   paper: { citation: 'Yang, Huang, Crowley. Contrastive Object-level Pre-training with Spatial Noise Curriculum Learning. arXiv 2111.13651, 2021', url: 'https://arxiv.org/abs/2111.13651' },
   code: { repo: 'ChenhongyiYang/CCOP', commit: '956b952' },
   args: ccopArgs,
+  // 2: each view's crop redrawn against the boxes (contrastive_boxes.py max_try), as the official dataset does.
+  version: '2',
   consumes: {
     views: ccopViews,
     geometry: true,
     // View 0's boxes more than 0.6 visible (part_thr); the cross-view rules are applied in the step (pairBatchBoxes).
-    proposals: { kind: 'boxes', boxes: { minVisible: 0.6, minSize: 0, maxPerView: 100 } },
+    // contrastive_boxes.py: each view's crop redrawn up to max_try 10 times for ≥ min_box_num 1 box > part_thr 0.6 inside.
+    proposals: { kind: 'boxes', boxes: { minVisible: 0.6, minSize: 0, maxPerView: 100 }, cropRetry: { maxTries: 10, minBoxes: 1, minVisible: 0.6 } },
   },
   // r50_d2.py: SGD lr 0.3 at 32 × 8 GPUs = 256, momentum 0.9, wd 1e-4, cosine to 0, linear warm-up 10 of 800 epochs.
   optimizer: { kind: 'sgd', baseLr: 0.3, momentum: 0.9, weightDecay: 1e-4, warmupFraction: 10 / 800 },

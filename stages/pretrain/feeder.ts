@@ -10,7 +10,7 @@ import { BadInputError } from '../../core/errors.js';
 import { getJson, type ArtifactStore } from '../../core/store/index.js';
 import { readShardFromStore } from '../../core/webdataset.js';
 import { createTrainLoader, viewsTransform, type LoaderCursor, type LoaderItem, type TrainLoader } from '../data/loader.js';
-import type { AugmentedView, ViewSpec } from '../data/augment.js';
+import { sampleResizedCrop, type AugmentedView, type CropDraw, type CropParams, type ViewSpec } from '../data/augment.js';
 import { boxesIntoView, type Box, type ViewGeometry } from '../data/geometry.js';
 import type { DecodedSample } from '../data/sample.js';
 import type { ProposalNeeds, ViewProposals } from '../methods/shared/contract.js';
@@ -102,6 +102,35 @@ export function proposalBoxesInView(original: readonly Box[], g: ViewGeometry, r
   return kept;
 }
 
+/**
+ * `ProposalNeeds.cropRetry` (CCOP's `apply_aug`): draw up to `maxTries` crops; the first that keeps at least
+ * min(`minBoxes`, #boxes) boxes more than `minVisible` inside it wins, else the one that kept the most (the
+ * later on ties, as `n >= current_max`). A box's kept fraction: its area clipped to the crop over its area.
+ */
+export function cropWithRetry(boxes: readonly Box[], rule: NonNullable<ProposalNeeds['cropRetry']>): CropDraw {
+  const need = Math.min(boxes.length, rule.minBoxes);
+  const kept = (c: CropParams) => {
+    let n = 0;
+    for (const [x0, y0, x1, y1] of boxes) {
+      const area = (x1 - x0) * (y1 - y0);
+      const w = Math.min(x1, c.j + c.w) - Math.max(x0, c.j), h = Math.min(y1, c.i + c.h) - Math.max(y0, c.i);
+      if (area > 0 && w > 0 && h > 0 && (w * h) / area > rule.minVisible) n++;
+    }
+    return n;
+  };
+  return (rng, width, height, scale, ratio) => {
+    let best: CropParams | null = null;
+    let most = 0;
+    for (let t = 0; t < rule.maxTries; t++) {
+      const crop = sampleResizedCrop(rng, width, height, scale, ratio);
+      const n = kept(crop);
+      if (n >= need) return crop;
+      if (n >= most) [best, most] = [crop, n];
+    }
+    return best ?? sampleResizedCrop(rng, width, height, scale, ratio);
+  };
+}
+
 /** A region label map resampled into a view by nearest neighbour at each view pixel's centre (-1 outside). */
 export function regionsInView(regions: { width: number; height: number; labels: Int32Array }, image: { width: number; height: number }, g: ViewGeometry): Int32Array {
   const out = new Int32Array(g.width * g.height).fill(-1);
@@ -141,6 +170,16 @@ export async function loadProposals(store: ArtifactStore, results: { proposalsKe
   return byKey;
 }
 
+/** Per sample, the crop draw its method's `cropRetry` asks for (none: the plain draw). */
+function cropDrawFor(proposals: FeederOptions['proposals']): ((sample: DecodedSample) => CropDraw | undefined) | undefined {
+  const rule = proposals?.needs.cropRetry;
+  if (!proposals || !rule) return undefined;
+  return (sample) => {
+    const found = proposals.byKey.get(sample.key);
+    return found ? cropWithRetry(boxesInImage(found.record, sample.image), rule) : undefined; // a missing sample fails in nextBatch, by name
+  };
+}
+
 export class MethodBatchFeeder {
   private constructor(
     private readonly options: FeederOptions,
@@ -155,7 +194,7 @@ export class MethodBatchFeeder {
       dataset: options.datasetManifestKey,
       split: options.split,
       seed: options.seed,
-      transform: viewsTransform(options.views, { sharedFlip: options.sharedFlip }),
+      transform: viewsTransform(options.views, { sharedFlip: options.sharedFlip, drawCrop: cropDrawFor(options.proposals) }),
       signal: options.signal,
     });
     return new MethodBatchFeeder(options, loader, loader.iterate(cursor));

@@ -134,7 +134,11 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
   // 3: methods as modules: per-method `args` and optimizer recipe; proposals only in the key of methods that read them.
   version: '3',
   // Where and how often checkpoints are taken, and on which backend, do not change what is learned.
-  keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => rest,
+  // A method's own `version` joins the key once it is bumped past 1, so a change to one method redoes only its runs.
+  keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => {
+    const methodVersion = methodModule(rest.method).version;
+    return methodVersion && methodVersion !== '1' ? { ...rest, methodVersion } : rest;
+  },
   keyInputs: (inputs, config) => (methodModule(config.method).consumes.proposals ? inputs : { dataset: inputs.dataset }),
   validate(inputs, config) {
     const split = inputs.dataset?.result?.splits?.[config.split];

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { localContext, runStage } from '../../core/stage.js';
 import { FileArtifactStore } from '../../core/store/index.js';
-import { VIEW_PRESETS } from '../../stages/data/augment.js';
+import { sampleResizedCrop, VIEW_PRESETS, type CropParams } from '../../stages/data/augment.js';
+import { Rng } from '../../core/rng.js';
 import { shardConfigSchema, shardStage, type ViewGeometry } from '../../stages/data/index.js';
 import { proposalConfigSchema, proposalStage } from '../../stages/proposals/index.js';
-import { boxesInImage, IMAGENET_MEAN, IMAGENET_STD, loadProposals, MethodBatchFeeder, proposalBoxesInView, regionsInView } from '../../stages/pretrain/feeder.js';
+import { boxesInImage, cropWithRetry, IMAGENET_MEAN, IMAGENET_STD, loadProposals, MethodBatchFeeder, proposalBoxesInView, regionsInView } from '../../stages/pretrain/feeder.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'densepipe-feeder-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -103,5 +104,36 @@ describe('proposals in a view', () => {
     const out = regionsInView({ width: 100, height: 50, labels }, { width: 100, height: 50 }, g);
     // View column x ↔ original column 60 − 2·(x + 0.5).
     expect(Array.from(out.slice(0, 20))).toEqual(Array.from({ length: 20 }, (_, x) => Math.floor((60 - 2 * (x + 0.5)) / 10)));
+  });
+});
+
+describe('crop retries against the boxes (CCOP)', () => {
+  const rule = { maxTries: 10, minBoxes: 1, minVisible: 0.6 };
+  const SCALE: [number, number] = [0.1, 0.3], RATIO: [number, number] = [3 / 4, 4 / 3];
+  const keeps = (c: CropParams, [x0, y0, x1, y1]: [number, number, number, number]) => {
+    const w = Math.min(x1, c.j + c.w) - Math.max(x0, c.j), h = Math.min(y1, c.i + c.h) - Math.max(y0, c.i);
+    return w > 0 && h > 0 && (w * h) / ((x1 - x0) * (y1 - y0)) > 0.6;
+  };
+
+  it('redraws until a box is more than 0.6 inside, where one plain draw often misses it', () => {
+    const box: [number, number, number, number] = [10, 10, 30, 30]; // a small box in a corner of a 200×200 image
+    let plainHits = 0, retryHits = 0;
+    for (let s = 0; s < 200; s++) {
+      if (keeps(sampleResizedCrop(new Rng(s), 200, 200, SCALE, RATIO), box)) plainHits++;
+      if (keeps(cropWithRetry([box], rule)(new Rng(s), 200, 200, SCALE, RATIO), box)) retryHits++;
+    }
+    expect(plainHits).toBeLessThan(60);
+    expect(retryHits).toBeGreaterThan(plainHits * 2);
+  });
+
+  it('takes the first draw when the image has no box, and the later of equals when no crop qualifies', () => {
+    const plain = sampleResizedCrop(new Rng(7), 200, 200, SCALE, RATIO);
+    expect(cropWithRetry([], rule)(new Rng(7), 200, 200, SCALE, RATIO)).toEqual(plain);
+    // A box as large as the image: no crop of ≤ 30 % of the area keeps 60 % of it, so every try keeps 0 and the last wins.
+    const rng = new Rng(7), replay = new Rng(7);
+    const chosen = cropWithRetry([[0, 0, 200, 200]], rule)(rng, 200, 200, SCALE, RATIO);
+    let last: CropParams | null = null;
+    for (let t = 0; t < rule.maxTries; t++) last = sampleResizedCrop(replay, 200, 200, SCALE, RATIO);
+    expect(chosen).toEqual(last);
   });
 });

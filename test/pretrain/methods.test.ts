@@ -149,6 +149,18 @@ describe('pretrain config', () => {
     }
   });
 
+  it('keys a run by its method\'s own version once bumped, and leaves the other methods\' keys as they were', () => {
+    const dataset = { stage: 'shard', hash: 'd', manifestKey: 'm', result: { datasetManifestKey: 'd', splits: { train: { shardKeys: ['a'], samples: 100 } } } };
+    const inputs = { dataset, proposals: [] };
+    // Before per-method versions the key config was the config itself: a method at version 1 keeps that key.
+    const legacy = (config: PretrainConfig) => stageHash({ ...pretrainStage, keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }: PretrainConfig) => rest }, inputs, config);
+    const mocov2 = pretrainConfigSchema.parse({ method: 'mocov2' });
+    expect(stageHash(pretrainStage, inputs, mocov2)).toBe(legacy(mocov2));
+    const ccop = pretrainConfigSchema.parse({ method: 'ccop' });
+    expect(methodModule('ccop').version).toBe('2');
+    expect(stageHash(pretrainStage, inputs, ccop)).not.toBe(legacy(ccop));
+  });
+
   it('refuses a queue that is not a multiple of the batch before training, naming the field', async () => {
     const inputs = { dataset: { stage: 'shard', hash: 'h', manifestKey: 'm', result: { datasetManifestKey: 'd', splits: { train: { shardKeys: ['a'], samples: 100 } } } } };
     const { pretrain } = await testConfig('mocov2', { args: { queueSize: 18 } });

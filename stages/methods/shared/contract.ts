@@ -64,6 +64,12 @@ export interface ProposalNeeds {
    * are kept, in stored order (the proposal stage's order).
    */
   boxes?: { minVisible: number; minSize: number; maxPerView: number };
+  /**
+   * Redraw each view's crop until at least min(`minBoxes`, number of boxes) of the image's boxes are more than
+   * `minVisible` inside it, up to `maxTries` crops; when none qualifies, the crop that kept the most (the last
+   * such on ties). CCOP's `AdvancedInstanceContrastAug.apply_aug` (max_try 10, min_box_num 1, part_thr 0.6).
+   */
+  cropRetry?: { maxTries: number; minBoxes: number; minVisible: number };
 }
 
 export interface Consumes<Args = any> {
@@ -184,6 +190,11 @@ export interface SmallScale {
 export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
   /** Registry key and config value (`pretrain.method`). */
   readonly name: string;
+  /**
+   * Bumped when a change alters what this method's runs write (its step, its data needs), so that only its own
+   * cached pretraining outputs are redone; it enters the pretrain stage's key when set. Absent = '1'.
+   */
+  readonly version?: string;
   /** One line for CLI help and the docs index. */
   readonly title: string;
   readonly paper: { citation: string; url: string };
