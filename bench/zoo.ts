@@ -141,6 +141,16 @@ const VARIANTS = {
       { metric: 'unsup-seg.mIoU', paper: 'as above, on unsupervised object segmentation' },
     ],
   },
+  // The base method the paper adds its loss to (BYOL: the module with λ = 0 is exactly BYOL's step).
+  'lcloss@byol': {
+    method: 'lcloss',
+    what: 'its base method, BYOL (the same module with λ = 0: no local term)',
+    args: { lambda: 0 },
+    claims: [
+      { metric: 'semseg.mIoU', paper: 'abstract: LC-loss "can be added to existing self-supervised learning methods"; WACV p.1: gains on VOC / Cityscapes segmentation' },
+      { metric: 'unsup-seg.mIoU', paper: 'stand-in for detection: abstract +1.9 AP COCO, +1.4 AP VOC' },
+    ],
+  },
 } as const satisfies Record<string, Variant>;
 type VariantName = keyof typeof VARIANTS;
 

@@ -8,6 +8,8 @@ import type { MethodModule } from './shared/contract.js';
 import { ccop } from './ccop.js';
 import { densecl } from './densecl.js';
 import { densesiam } from './densesiam.js';
+import { detco } from './detco.js';
+import { lcloss } from './lcloss.js';
 import { mocov2 } from './mocov2.js';
 import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
@@ -26,6 +28,8 @@ export const METHODS = {
   r2o,
   ccop,
   densesiam,
+  detco,
+  lcloss,
   swav,
 } as const satisfies Record<string, MethodModule>;
 

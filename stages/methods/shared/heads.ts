@@ -2,7 +2,9 @@
  * Projection heads shared by several methods, in the layouts and initialisations of their official code.
  */
 import * as tf from '@tensorflow/tfjs';
-import type { ParamStore } from '../../engine/params.js';
+import { BatchNorm, Linear, type ForwardOptions } from '../../engine/layers.js';
+import { relu } from '../../engine/native.js';
+import { Initializer, type ParamStore } from '../../engine/params.js';
 import { MlpHead } from '../../engine/heads.js';
 
 /**
@@ -32,5 +34,39 @@ export class GlobalMlpHead {
   /** Already pooled features [B, C] → embedding [B, D] (RegionCL pools its own regions). */
   applyPooled(pooled: tf.Tensor2D): tf.Tensor2D {
     return this.mlp.apply(pooled, { training: true });
+  }
+}
+
+/**
+ * BYOL's projector / predictor MLP (deepmind-research byol/utils/networks.py `MLP`): Linear(in, H) with bias →
+ * BatchNorm → ReLU → Linear(H, out) without bias; torch names `${prefix}.0.*`, `.1.*`, `.3.weight` (an nn.Sequential
+ * with the ReLU at index 2). PyTorch's default init, BN eps 1e-5 / momentum 0.1 (SCRL's TwoLayerLinearHead is the same
+ * layout). `applyMap` runs it per location of a feature map, i.e. as 1×1 convolutions with BatchNorm2d statistics over
+ * B·h·w (LC-loss's local projector).
+ */
+export class ByolMlpHead {
+  readonly fc1: Linear;
+  readonly bn: BatchNorm;
+  readonly fc2: Linear;
+
+  constructor(store: ParamStore, prefix: string, inDim: number, hidden: number, outDim: number, seed: number | string) {
+    const scope = store.scope(prefix);
+    const init = new Initializer(`byol-mlp:${prefix}:${seed}`);
+    this.fc1 = new Linear(scope.child(0), init, inDim, hidden, { bias: true, init: 'torch_default' });
+    this.bn = new BatchNorm(scope.child(1), hidden);
+    this.fc2 = new Linear(scope.child(3), init, hidden, outDim, { bias: false, init: 'torch_default' });
+  }
+
+  /** [N, in] → [N, out]; BN over the N rows of this call. */
+  apply(x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
+    return tf.tidy(() => this.fc2.apply(relu(this.bn.apply(this.fc1.apply(x), opts))) as tf.Tensor2D);
+  }
+
+  /** [B, h, w, in] → [B, h, w, out], per location (1×1 convs; BN statistics over the B·h·w locations of this call). */
+  applyMap(x: tf.Tensor4D, opts: ForwardOptions): tf.Tensor4D {
+    return tf.tidy(() => {
+      const [b, h, w, c] = x.shape;
+      return tf.reshape(this.apply(tf.reshape(x, [b * h * w, c]) as tf.Tensor2D, opts), [b, h, w, this.fc2.outFeatures]) as tf.Tensor4D;
+    });
   }
 }
