@@ -4,7 +4,7 @@
  * flat across steps, the exported backbone has torchvision names, and a diverging loss stops the run as
  * TrainingDivergedError. A method added to the registry goes through all of it without touching this file.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -47,6 +47,24 @@ async function makeInputs(store: FileArtifactStore, method: MethodName, proposal
 }
 
 let dir: string;
+
+/**
+ * A fresh store for one test, holding the method's inputs. The dataset and (per proposal settings) the proposals are
+ * made once, in a store of their own, and copied: the shard and proposal stages run once per file, not per test.
+ */
+const prepared = new Map<string, { dir: string; inputs: PretrainInputs }>();
+async function storeWithInputs(name: string, method: MethodName, proposals: Awaited<ReturnType<typeof testConfig>>['proposals']): Promise<{ store: FileArtifactStore; inputs: PretrainInputs }> {
+  const key = methodModule(method).consumes.proposals ? JSON.stringify(proposals) : 'no proposals';
+  let made = prepared.get(key);
+  if (!made) {
+    const inputsDir = join(dir, `inputs-${prepared.size}`);
+    made = { dir: inputsDir, inputs: await makeInputs(new FileArtifactStore(inputsDir), method, proposals) };
+    prepared.set(key, made);
+  }
+  cpSync(made.dir, join(dir, name), { recursive: true });
+  return { store: new FileArtifactStore(join(dir, name)), inputs: made.inputs };
+}
+
 beforeAll(async () => {
   await initBackend('tensorflow');
   dir = mkdtempSync(join(tmpdir(), 'densepipe-pretrain-'));
@@ -56,8 +74,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe.each(METHOD_NAMES)('training loop (%s)', (method) => {
   it('resumes from a checkpoint to the same losses as an uninterrupted run, with flat memory', async () => {
     const { pretrain, proposals } = await testConfig(method);
-    const full = new FileArtifactStore(join(dir, `${method}-full`));
-    const inputs = await makeInputs(full, method, proposals);
+    const { store: full, inputs } = await storeWithInputs(`${method}-full`, method, proposals);
     const tensorCounts: number[] = [];
     const uninterrupted = await runStage(pretrainStage, localContext(full, { onProgress: (u) => u.step && tensorCounts.push(tf.memory().numTensors) }), inputs, pretrain);
     const curveFull = (await getJson<{ points: LossPoint[] }>(full, uninterrupted.ref.result.lossCurveKey)).points;
@@ -73,8 +90,7 @@ describe.each(METHOD_NAMES)('training loop (%s)', (method) => {
     expect(new Set(tensorCounts.slice(1)).size).toBe(1);
 
     // Same run, cancelled after step 3 (a checkpoint exists at step 2), then resumed.
-    const broken = new FileArtifactStore(join(dir, `${method}-resumed`));
-    await makeInputs(broken, method, proposals);
+    const { store: broken } = await storeWithInputs(`${method}-resumed`, method, proposals);
     const abort = new AbortController();
     const firstTry = runStage(pretrainStage, localContext(broken, { signal: abort.signal, onProgress: (u) => u.step === 3 && abort.abort('test') }), inputs, pretrain);
     await expect(firstTry).rejects.toThrow(/cancelled/);
@@ -94,17 +110,16 @@ describe.each(METHOD_NAMES)('training loop (%s)', (method) => {
 
   it('stops a diverging run as TrainingDivergedError, not retried', async () => {
     const { pretrain, proposals } = await testConfig(method, { optimizer: { baseLr: 1e30 }, checkpointEvery: { steps: 100, seconds: 600 } });
-    const store = new FileArtifactStore(join(dir, `${method}-diverge`));
-    const run = runStage(pretrainStage, localContext(store), await makeInputs(store, method, proposals), pretrain);
+    const { store, inputs } = await storeWithInputs(`${method}-diverge`, method, proposals);
+    const run = runStage(pretrainStage, localContext(store), inputs, pretrain);
     await expect(run).rejects.toBeInstanceOf(TrainingDivergedError);
   });
 
   it('refuses a checkpoint written by another method, naming the file', async () => {
     const other = METHOD_NAMES.find((m) => m !== method)!;
-    const store = new FileArtifactStore(join(dir, `${method}-foreign`));
     const { pretrain: mine, proposals } = await testConfig(method);
     const { pretrain: theirs } = await testConfig(other);
-    const inputs = await makeInputs(store, method, proposals);
+    const { store, inputs } = await storeWithInputs(`${method}-foreign`, method, proposals);
     // Plant the other method's first checkpoint where this run will look for its own.
     const abort = new AbortController();
     const foreign = runStage(pretrainStage, localContext(store, { signal: abort.signal, onProgress: (u) => u.step === 2 && abort.abort('test') }), inputs, theirs);
