@@ -30,7 +30,7 @@ export type { CocoDetection, CocoGroundTruth, CocoEvalResult } from './metrics/c
 export { rleEncode, rleDecode, rleToString, rleFromString, toCocoRle, fromCocoRle, rleArea, rleToBbox, boxIou, maskIou } from './metrics/rle.js';
 export type { Rle, CocoRle } from './metrics/rle.js';
 export { meanIoU, segmentationScores, ConfusionMatrix, top1Accuracy, IGNORE_INDEX } from './metrics/segmentation.js';
-export { hungarian } from './metrics/hungarian.js';
+export { hungarian } from '../engine/hungarian.js';
 export { knnClassify } from './knn.js';
 export { kmeans } from './kmeans.js';
 export { labelSubset } from './eval-data.js';

@@ -4,7 +4,7 @@
  * object) with the Hungarian method maximising IoU, and score the mean IoU over ground-truth
  * segments (a segment left without a cluster scores 0). The data-set score is the mean over images.
  */
-import { hungarian } from './metrics/hungarian.js';
+import { hungarian } from '../engine/hungarian.js';
 import { kmeans } from './kmeans.js';
 
 export interface UnsupSegImage {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { hungarian } from '../../stages/downstream/metrics/hungarian.js';
+import { hungarian } from '../../stages/engine/hungarian.js';
 import { ConfusionMatrix, meanIoU, segmentationScores, top1Accuracy } from '../../stages/downstream/metrics/segmentation.js';
 import { Rng } from '../../core/rng.js';
 

@@ -4,7 +4,7 @@
  * n > m the matrix is transposed so every column gets a row and the surplus rows stay unassigned.
  * Used to match k-means clusters to ground-truth segments (maximise IoU = minimise -IoU).
  */
-import { BadInputError } from '../../../core/errors.js';
+import { BadInputError } from '../../core/errors.js';
 
 export interface Assignment {
   /** Column of each row, -1 if unassigned. */
