@@ -41,13 +41,12 @@ import { boxOriginalToView, clipBox, cropIntersection, viewScale, type Box, type
 import { paramsComponent } from '../engine/checkpoint.js';
 import { copyWeights, emaUpdate } from '../engine/ema.js';
 import { namedGradients } from '../engine/grads.js';
-import { BatchNorm, Linear, type ForwardOptions } from '../engine/layers.js';
-import { relu } from '../engine/native.js';
 import { roiAlign, type RoiBox } from '../engine/ops/roi_align.js';
-import { Initializer, ParamStore } from '../engine/params.js';
+import { ParamStore } from '../engine/params.js';
 import { cosineMomentum } from '../engine/schedule.js';
 import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { cosineRegression } from './shared/contrast.js';
+import { ByolMlpHead } from './shared/heads.js';
 import type { Encoder } from './shared/momentum-encoder.js';
 
 /** SCRL's arguments: `network.scrl`, `network.proj_head` and `train.m` of config/scrl_1000ep.yaml. */
@@ -196,29 +195,13 @@ function clipInto(box: Box, g: ViewGeometry): Box {
 // ------------------------------------------------------------------------------------------------
 
 /**
- * The official TwoLayerLinearHead: Linear(in, Hd) with bias → BatchNorm1d → ReLU → Linear(Hd, out) without bias, torch
- * names `net.0.*`, `net.1.*`, `net.3.weight`; PyTorch's default init (nothing re-initialises it), BN eps 1e-5, momentum 0.1.
+ * The official TwoLayerLinearHead (Linear with bias → BatchNorm1d → ReLU → Linear without bias) is BYOL's MLP: the
+ * shared `ByolMlpHead`, under `PREFIX.net.{0,1,3}` as the official `nn.Sequential` names it.
  */
-export class TwoLayerLinearHead {
-  readonly fc1: Linear;
-  readonly bn: BatchNorm;
-  readonly fc2: Linear;
+const twoLayerLinearHead = (store: ParamStore, prefix: string, inDim: number, hidden: number, outDim: number, seed: number | string) =>
+  new ByolMlpHead(store, `${prefix}.net`, inDim, hidden, outDim, seed);
 
-  constructor(store: ParamStore, prefix: string, inDim: number, hidden: number, outDim: number, seed: number | string) {
-    const scope = store.scope(`${prefix}.net`);
-    const init = new Initializer(`scrl-head:${prefix}:${seed}`);
-    this.fc1 = new Linear(scope.child(0), init, inDim, hidden, { bias: true, init: 'torch_default' });
-    this.bn = new BatchNorm(scope.child(1), hidden);
-    this.fc2 = new Linear(scope.child(3), init, hidden, outDim, { bias: false, init: 'torch_default' });
-  }
-
-  /** [N, in] → [N, out]; BN over the N rows of this call. */
-  apply(x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
-    return tf.tidy(() => this.fc2.apply(relu(this.bn.apply(this.fc1.apply(x), opts))) as tf.Tensor2D);
-  }
-}
-
-export type ScrlEncoder = Encoder<TwoLayerLinearHead>;
+export type ScrlEncoder = Encoder<ByolMlpHead>;
 
 /** RoI rows for torchvision's roi_align on the 2B-image batch: view-0 boxes on image b, view-1 boxes on b + B. */
 export function scrlRois(pairs: readonly BoxPair[], batch: number): RoiBox[] {
@@ -226,7 +209,7 @@ export function scrlRois(pairs: readonly BoxPair[], batch: number): RoiBox[] {
 }
 
 /** z = g(RoIAlign_1×1(map, rois)): C5 maps of both views [2B, h, w, C] → [2N, D] (view-0 boxes first). */
-export function scrlProject(head: TwoLayerLinearHead, maps: tf.Tensor4D, rois: RoiBox[], spatialScale: number): tf.Tensor2D {
+export function scrlProject(head: ByolMlpHead, maps: tf.Tensor4D, rois: RoiBox[], spatialScale: number): tf.Tensor2D {
   return tf.tidy(() => {
     const pooled = roiAlign(maps, rois, { outputSize: 1, spatialScale, samplingRatio: -1, aligned: false }); // [2N, 1, 1, C]
     return head.apply(tf.reshape(pooled, [rois.length, maps.shape[3]]) as tf.Tensor2D, { training: true });
@@ -255,7 +238,7 @@ export class Scrl implements MethodInstance<ScrlArgs> {
   readonly state;
   readonly q: ScrlEncoder;
   readonly k: ScrlEncoder;
-  readonly predictor: TwoLayerLinearHead;
+  readonly predictor: ByolMlpHead;
   /** The online tensors the target averages: backbone + projector (not the predictor). */
   private readonly shared: Map<string, tf.Variable>;
 
@@ -267,7 +250,7 @@ export class Scrl implements MethodInstance<ScrlArgs> {
     const build = (s: number | string): ScrlEncoder => {
       const store = new ParamStore();
       const backbone = backboneFactory(store, 'backbone', s);
-      return { store, backbone, head: new TwoLayerLinearHead(store, 'neck', backbone.outChannels, args.projectorHidden, args.projectorOut, s) };
+      return { store, backbone, head: twoLayerLinearHead(store, 'neck', backbone.outChannels, args.projectorHidden, args.projectorOut, s) };
     };
     this.q = build(seed);
     this.k = build(`${seed}-target`);
@@ -277,7 +260,7 @@ export class Scrl implements MethodInstance<ScrlArgs> {
     this.target = this.k.store;
     this.shared = new Map(this.online.vars);
     // Online only, added after `shared` is taken: the target has no predictor.
-    this.predictor = new TwoLayerLinearHead(this.online, 'predictor', args.projectorOut, args.projectorHidden, args.projectorOut, seed);
+    this.predictor = twoLayerLinearHead(this.online, 'predictor', args.projectorOut, args.projectorHidden, args.projectorOut, seed);
     this.state = { target: paramsComponent(this.target) };
   }
 
@@ -338,6 +321,8 @@ export const scrl = defineMethod({
   },
   code: { repo: 'kakaobrain/scrl', commit: '62730fb' },
   args: scrlArgs,
+  // 2: the heads are the shared ByolMlpHead (same layout and names, another init stream).
+  version: '2',
   consumes: { views: VIEW_PRESETS.scrl, geometry: true },
   // config/scrl_1000ep.yaml: LARS over SGD (momentum 0.9), base lr 0.2 per 256, wd 1.5e-6, 10 warm-up epochs of 1000,
   // cosine; params whose names contain 'bn' or 'bias' excluded from decay and trust ratio (optim/getters.py).
