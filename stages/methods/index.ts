@@ -4,6 +4,7 @@
  * registry-wide tests all derive from this map. Adding a method = its module, one line here, its card
  * (docs/methods/NAME.md), its config (configs/methods/NAME.yaml) and its parity fixture.
  */
+import { BadInputError } from '../../core/errors.js';
 import type { MethodModule } from './shared/contract.js';
 import { ccop } from './ccop.js';
 import { densecl } from './densecl.js';
@@ -17,6 +18,7 @@ import { scrl } from './scrl.js';
 import { swav } from './swav.js';
 import { regioncl } from './regioncl.js';
 import { resim } from './resim.js';
+import { updetr } from './updetr.js';
 
 export const METHODS = {
   mocov2,
@@ -31,6 +33,7 @@ export const METHODS = {
   detco,
   lcloss,
   swav,
+  updetr,
 } as const satisfies Record<string, MethodModule>;
 
 export type MethodName = keyof typeof METHODS;
@@ -45,8 +48,15 @@ export function isMethodName(name: unknown): name is MethodName {
   return typeof name === 'string' && Object.hasOwn(METHODS, name);
 }
 
-/** The module of a registered method (the name is checked by the config schema before this is reached). */
+/**
+ * The module of a registered method. The config schema checks the name where the config is loaded; a worker built
+ * from older code than the client that started the run reaches here with a name it does not know: a clear,
+ * non-retried error (upgrade the workers, then `densepipe resume`), not a TypeError retried until the timeout.
+ */
 export function methodModule(name: MethodName): MethodModule {
+  if (!isMethodName(name)) {
+    throw new BadInputError(`this worker does not know the method '${String(name)}' (it knows ${METHOD_NAMES.join(', ')}): its code is older than the client's; restart the workers from the current code, then resume the run`, 'pretrain.method');
+  }
   return METHODS[name] as MethodModule;
 }
 

@@ -9,7 +9,8 @@ import { describe, expect, it } from 'vitest';
 import { projectRoot } from '../../cli/env.js';
 import { loadRunConfig } from '../../core/config.js';
 import { methodsIndexMarkdown } from '../../stages/methods/shared/describe.js';
-import { METHOD_NAMES, METHODS } from '../../stages/methods/index.js';
+import { BadInputError } from '../../core/errors.js';
+import { METHOD_NAMES, METHODS, methodModule, type MethodName } from '../../stages/methods/index.js';
 import type { MethodModule } from '../../stages/methods/shared/contract.js';
 import { SUITE_METHODS } from '../../stages/regression/suite-config.js';
 
@@ -58,5 +59,11 @@ describe('the registry', () => {
   it('is where the suites, the CLI and the docs index get their method list', () => {
     expect([...SUITE_METHODS]).toEqual([...METHOD_NAMES]);
     expect(read('docs', 'methods', 'README.md'), 'docs/methods/README.md is stale: npx tsx scripts/methods-index.ts').toBe(methodsIndexMarkdown());
+  });
+
+  it('answers a name it does not know (a worker older than the client) with a non-retried error naming the field', () => {
+    expect(() => methodModule('next-years-method' as MethodName)).toThrow(BadInputError);
+    expect(() => methodModule('next-years-method' as MethodName)).toThrow(/pretrain\.method: this worker does not know the method 'next-years-method'.*restart the workers/);
+    expect(() => methodModule('toString' as MethodName)).toThrow(BadInputError); // not an Object.prototype member either
   });
 });
