@@ -7,6 +7,7 @@ import { writeRegressionReport } from '../stages/regression/report.js';
 import type { Suite } from '../stages/regression/suite-config.js';
 import type { Judgement, MemberOutcome, SuiteInput } from '../stages/regression/types.js';
 import { postWebhook } from '../stages/regression/webhook.js';
+import { scrubSecrets, urlSecrets } from '../core/redact.js';
 import { storeFor, toFailure } from './context.js';
 
 interface SuiteRunInfo {
@@ -72,12 +73,19 @@ export async function writeSuiteReport(args: { input: SuiteInput; run: SuiteRunI
   }
 }
 
-/** One delivery attempt; the workflow's retry policy repeats it. */
-export async function notifyWebhook(args: { url: string; timeoutSeconds: number; body: unknown }): Promise<{ status: number }> {
+/**
+ * One delivery attempt; the workflow's retry policy repeats it. The URL is read here, from this
+ * worker's environment, and never leaves this function: errors name the variable and the host only.
+ */
+export async function notifyWebhook(args: { urlEnv: string; timeoutSeconds: number; body: unknown }): Promise<{ status: number }> {
+  const url = process.env[args.urlEnv];
+  if (!url) {
+    throw ApplicationFailure.nonRetryable(`webhook.urlEnv: environment variable ${args.urlEnv} is not set on this cpu worker (it must hold the webhook URL)`, 'BadInputError');
+  }
   try {
-    return await postWebhook(args.url, args.body, args.timeoutSeconds);
+    return await postWebhook(url, args.body, args.timeoutSeconds, `$${args.urlEnv}`);
   } catch (err) {
     // Retryable on purpose: a webhook that is briefly down should get the next attempt.
-    throw ApplicationFailure.retryable((err as Error).message, 'WebhookError');
+    throw ApplicationFailure.retryable(scrubSecrets((err as Error).message, urlSecrets(url)), 'WebhookError');
   }
 }

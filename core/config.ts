@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { parseDocument } from 'yaml';
 import { digest } from './hash.js';
 import { BadInputError } from './errors.js';
+import { hasUserInfo } from './redact.js';
 import { shardConfigSchema } from '../stages/data/index.js';
 import { proposalConfigSchema, resolveRecipe } from '../stages/proposals/index.js';
 import { pretrainConfigSchema } from '../stages/pretrain/config.js';
@@ -13,8 +14,16 @@ export const storeConfigSchema = z
   .object({
     /** `s3://bucket/prefix` or `file:///path`. */
     uri: z.string().regex(/^(s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?|file:\/\/\/.+)$/, 'an s3://bucket/prefix or file:///path URI').default('s3://densepipe/artifacts'),
-    /** S3-compatible endpoint; unset means the local server from `densepipe up`, or AWS. */
-    endpoint: z.url().optional(),
+    /**
+     * S3-compatible endpoint; unset means the local server from `densepipe up`, or AWS. Credentials
+     * may not be written into it: the config travels in the workflow history and error messages.
+     */
+    endpoint: z
+      .url()
+      .refine((url) => !hasUserInfo(url), {
+        message: 'holds a user name or password (scheme://user:pass@host); the run config is kept in the workflow history, so give credentials through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE on the workers instead',
+      })
+      .optional(),
     region: z.string().optional(),
     createBucket: z.boolean().default(true),
   })
@@ -120,12 +129,36 @@ export async function loadRunConfig(path: string, overrides: Record<string, unkn
   } catch (err) {
     throw new ConfigError(`cannot read config: ${(err as Error).message}`, path);
   }
-  const doc = parseDocument(text, { prettyErrors: true });
-  if (doc.errors.length) throw new ConfigError(`YAML syntax error: ${doc.errors[0]!.message}`, path);
-  const raw = mergeDeep((doc.toJS() ?? {}) as Record<string, unknown>, overrides);
+  const js = yamlToJs(text, path);
+  if (js === null || typeof js !== 'object' || Array.isArray(js)) {
+    throw new ConfigError(`a config is a mapping of sections (name, data, pretrain, ...), got ${Array.isArray(js) ? 'a list' : `a ${typeof js}`}`, `${path}: (top level)`);
+  }
+  assertNoForbiddenKeys(js, path);
+  const raw = mergeDeep(js as Record<string, unknown>, overrides);
   const config = parseRunConfig(raw, path);
   return { config, hash: configHash(config), text };
 }
+
+/**
+ * A YAML document as plain data, with every problem a ConfigError naming `source`: syntax errors,
+ * and alias expansion past the parser's limit (a "billion laughs" document), which the parser
+ * reports by throwing from toJS.
+ */
+export function yamlToJs(text: string, source: string): unknown {
+  const doc = parseDocument(text, { prettyErrors: true });
+  if (doc.errors.length) throw new ConfigError(`YAML syntax error: ${doc.errors[0]!.message}`, source);
+  try {
+    return doc.toJS({ maxAliasCount: 100 }) ?? {};
+  } catch (err) {
+    throw new ConfigError(`YAML cannot be read: ${(err as Error).message}`, source);
+  }
+}
+
+/**
+ * Names that reach an object's prototype instead of one of its fields. A `--set __proto__.x=1`
+ * written into a plain object would change Object.prototype for the whole process.
+ */
+const FORBIDDEN_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /** Apply `a.b.c=value` overrides from the command line onto a parsed YAML object. */
 export function parseOverrides(pairs: string[]): Record<string, unknown> {
@@ -134,23 +167,44 @@ export function parseOverrides(pairs: string[]): Record<string, unknown> {
     const eq = pair.indexOf('=');
     if (eq <= 0) throw new ConfigError(`override ${JSON.stringify(pair)} is not KEY=VALUE (e.g. pretrain.steps=20)`);
     const path = pair.slice(0, eq).split('.');
+    if (path.some((part) => part === '')) throw new ConfigError(`override ${JSON.stringify(pair.slice(0, eq))} has an empty part (write a.b.c=value)`, '--set');
+    const bad = path.find((part) => FORBIDDEN_KEYS.has(part));
+    if (bad !== undefined) throw new ConfigError(`override ${JSON.stringify(pair.slice(0, eq))}: '${bad}' is not a config field (it names an object's prototype)`, '--set');
     let value: unknown = pair.slice(eq + 1);
     try {
       value = JSON.parse(value as string);
     } catch {
       /* keep as string */
     }
+    assertNoForbiddenKeys(value, `--set ${pair.slice(0, eq)}`);
     let node = out;
-    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>;
+    for (const part of path.slice(0, -1)) {
+      const next = Object.hasOwn(node, part) ? node[part] : undefined;
+      node = (next && typeof next === 'object' && !Array.isArray(next) ? next : (node[part] = {})) as Record<string, unknown>;
+    }
     node[path[path.length - 1]!] = value;
   }
   return out;
 }
 
+/** Refuse `__proto__`, `constructor` and `prototype` keys anywhere in a parsed document (YAML or JSON). */
+export function assertNoForbiddenKeys(value: unknown, where: string, path: string[] = []): void {
+  if (!value || typeof value !== 'object') return;
+  if (Array.isArray(value)) {
+    value.forEach((v, i) => assertNoForbiddenKeys(v, where, [...path, String(i)]));
+    return;
+  }
+  for (const key of Object.keys(value)) {
+    if (FORBIDDEN_KEYS.has(key)) throw new ConfigError(`'${key}' is not a config field (it names an object's prototype)`, `${where}: ${[...path, key].join('.')}`);
+    assertNoForbiddenKeys((value as Record<string, unknown>)[key], where, [...path, key]);
+  }
+}
+
 export function mergeDeep(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(extra)) {
-    const cur = out[k];
+    if (FORBIDDEN_KEYS.has(k)) throw new ConfigError(`'${k}' is not a config field (it names an object's prototype)`, k);
+    const cur = Object.hasOwn(out, k) ? out[k] : undefined;
     out[k] = v && typeof v === 'object' && !Array.isArray(v) && cur && typeof cur === 'object' && !Array.isArray(cur)
       ? mergeDeep(cur as Record<string, unknown>, v as Record<string, unknown>)
       : v;

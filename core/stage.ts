@@ -56,6 +56,12 @@ export interface Stage<I, C, O> {
   readonly version: string;
   /** The part of the config that decides the output (default: all of it). */
   keyConfig?(config: C): unknown;
+  /**
+   * What the key needs that only IO can tell (a content fingerprint of the files the config names).
+   * Awaited by runStage before the key is computed; must read without blocking the event loop, so
+   * heartbeats and cancellation go on while it runs. `undefined` adds nothing to the key.
+   */
+  keyContent?(config: C, signal: AbortSignal): Promise<unknown>;
   /** The part of the inputs that decides the output (default: all of them), e.g. proposals only for a method that reads them. */
   keyInputs?(inputs: I, config: C): unknown;
   /** Validate inputs and config before anything runs; throw BadInputError naming the field. */
@@ -85,6 +91,21 @@ export interface StageManifest<O = unknown> {
   finishedAt: string;
   computeSeconds: number;
   attempt: number;
+  /**
+   * Full URIs (`s3://bucket/prefix/...` or `file:///...`) of the store root, this manifest, the output's
+   * folder and each `<name>Key` field of `result`, for people and other tools. Absent in manifests
+   * written before it existed; never part of any key.
+   */
+  uris?: { store: string; manifest: string; prefix: string; result: Record<string, string> };
+}
+
+/** Full URIs of the store keys in a stage result: each string field named `<name>Key`, as `<name>`. */
+export function keyUris(store: { url(key: string): string }, result: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [field, value] of Object.entries((result ?? {}) as Record<string, unknown>)) {
+    if (typeof value === 'string' && field.endsWith('Key') && field.length > 3) out[field.slice(0, -3)] = store.url(value);
+  }
+  return out;
 }
 
 export interface StageOutcome<O> {
@@ -108,10 +129,17 @@ function identityOf(inputs: unknown): unknown {
   return inputs;
 }
 
-export function stageHash<I, C, O>(stage: Stage<I, C, O>, inputs: I, config: C): string {
+/** The key from config and inputs, plus `content` (what `keyContent` returned) when the stage has one. */
+export function stageHash<I, C, O>(stage: Stage<I, C, O>, inputs: I, config: C, content?: unknown): string {
   const keyConfig = stage.keyConfig ? stage.keyConfig(config) : config;
   const keyInputs = stage.keyInputs ? stage.keyInputs(inputs, config) : inputs;
-  return digest({ stage: stage.name, version: stage.version, config: keyConfig, inputs: identityOf(keyInputs) }, 20);
+  return digest({ stage: stage.name, version: stage.version, config: keyConfig, inputs: identityOf(keyInputs), ...(content !== undefined && content !== null ? { content } : {}) }, 20);
+}
+
+/** The full key, with the stage's `keyContent` read first (what runStage uses). */
+export async function resolveStageHash<I, C, O>(stage: Stage<I, C, O>, inputs: I, config: C, signal: AbortSignal = new AbortController().signal): Promise<string> {
+  const content = stage.keyContent ? await stage.keyContent(config, signal) : undefined;
+  return stageHash(stage, inputs, config, content);
 }
 
 export function stagePrefix(stageName: string, hash: string): string {
@@ -131,33 +159,88 @@ export async function readManifest<O>(store: ArtifactStore, manifestKey: string)
   }
 }
 
+interface CheckpointPointer {
+  step: number;
+  dir: string;
+  files: string[];
+  meta: Record<string, unknown>;
+  savedAt?: string;
+}
+
+const stepDir = (step: number) => `step-${String(step).padStart(9, '0')}`;
+const stepOf = (dir: string) => Number(dir.slice('step-'.length));
+/** The marker written last into a checkpoint folder: its presence means every file of it is there. */
+const COMPLETE_MARKER = 'checkpoint.json';
+
+/**
+ * Checkpoints under `prefix`: `step-NNNNNNNNN/` folders and a `latest.json` pointer to the newest.
+ *
+ * Two attempts of one activity can write the same prefix at once (Temporal retries an attempt whose
+ * heartbeat timed out while it still runs). Three rules keep them from destroying each other's work:
+ *  - a folder is complete once its `checkpoint.json` is written (after its files);
+ *  - the pointer never moves back: an attempt behind the pointer leaves it alone;
+ *  - clean-up re-reads the pointer and deletes only folders strictly older than the one it names,
+ *    keeping `keep - 1` of those: the folder the pointer names, and anything newer (another attempt's
+ *    work in progress), is never deleted.
+ * Should the pointer still name a missing folder (a race between another attempt's read and write
+ * of it), `latest()` falls back to the newest complete folder instead of failing every resume.
+ */
 export function checkpointIO(store: ArtifactStore, prefix: string, keep = 2): CheckpointIO {
   const pointerKey = joinKey(prefix, 'latest.json');
+  const readPointer = async (): Promise<CheckpointPointer | null> => {
+    try {
+      return await getJson<CheckpointPointer>(store, pointerKey);
+    } catch (err) {
+      if (err instanceof ArtifactNotFoundError) return null;
+      throw err;
+    }
+  };
+  /** Step folders, oldest first (by step number: a step past 10^9 has more digits than the padding). */
+  const stepDirs = async (): Promise<string[]> => {
+    const all = await store.list(`${prefix}/`);
+    const dirs = [...new Set(all.map((k) => k.slice(prefix.length + 1).split('/')[0]!).filter((d) => /^step-\d+$/.test(d)))];
+    return dirs.sort((a, b) => stepOf(a) - stepOf(b));
+  };
+  const complete = async (pointer: CheckpointPointer): Promise<boolean> => {
+    for (const name of pointer.files) if (!(await store.exists(joinKey(prefix, pointer.dir, name)))) return false;
+    return true;
+  };
+  const asCheckpoint = (pointer: CheckpointPointer): Checkpoint => ({
+    step: pointer.step,
+    meta: pointer.meta ?? {},
+    files: pointer.files,
+    read: (name: string) => store.get(joinKey(prefix, pointer.dir, name)),
+  });
   return {
     prefix,
     async latest() {
-      let pointer: { step: number; dir: string; files: string[]; meta: Record<string, unknown> };
-      try {
-        pointer = await getJson(store, pointerKey);
-      } catch (err) {
-        if (err instanceof ArtifactNotFoundError) return null;
-        throw err;
+      const pointer = await readPointer();
+      if (!pointer) return null;
+      if (await complete(pointer)) return asCheckpoint(pointer);
+      // Dangling pointer: the newest folder whose marker (written after its files) is there.
+      for (const dir of (await stepDirs()).reverse()) {
+        try {
+          const marker = await getJson<CheckpointPointer>(store, joinKey(prefix, dir, COMPLETE_MARKER));
+          if (marker.dir === dir && (await complete(marker))) return asCheckpoint(marker);
+        } catch (err) {
+          if (!(err instanceof ArtifactNotFoundError)) throw err;
+        }
       }
-      return {
-        step: pointer.step,
-        meta: pointer.meta ?? {},
-        files: pointer.files,
-        read: (name: string) => store.get(joinKey(prefix, pointer.dir, name)),
-      };
+      return null;
     },
     async save(step, files, meta = {}) {
-      const dir = `step-${String(step).padStart(9, '0')}`;
+      const dir = stepDir(step);
+      const record: CheckpointPointer = { step, dir, files: Object.keys(files), meta, savedAt: new Date().toISOString() };
       for (const [name, body] of Object.entries(files)) await store.put(joinKey(prefix, dir, name), body);
-      await putJson(store, pointerKey, { step, dir, files: Object.keys(files), meta, savedAt: new Date().toISOString() });
-      // Keep the newest `keep` checkpoints; the pointer already names the new one, so deleting is safe.
+      await putJson(store, joinKey(prefix, dir, COMPLETE_MARKER), record);
+      const current = await readPointer();
+      if (!current || current.step <= step) await putJson(store, pointerKey, record);
+      // Clean up relative to the pointer as it is now, which may be another attempt's.
+      const now = await readPointer();
+      if (!now) return;
+      const older = (await stepDirs()).filter((d) => stepOf(d) < stepOf(now.dir));
       const all = await store.list(`${prefix}/`);
-      const dirs = [...new Set(all.map((k) => k.slice(prefix.length + 1).split('/')[0]!).filter((d) => d.startsWith('step-')))].sort();
-      for (const old of dirs.slice(0, Math.max(0, dirs.length - keep))) {
+      for (const old of older.slice(0, Math.max(0, older.length - (keep - 1)))) {
         for (const key of all.filter((k) => k.startsWith(`${prefix}/${old}/`))) await store.delete(key);
       }
     },
@@ -170,7 +253,7 @@ export function checkpointIO(store: ArtifactStore, prefix: string, keep = 2): Ch
  */
 export async function runStage<I, C, O>(stage: Stage<I, C, O>, ctx: StageContext, inputs: I, config: C): Promise<StageOutcome<O>> {
   stage.validate?.(inputs, config);
-  const hash = stageHash(stage, inputs, config);
+  const hash = await resolveStageHash(stage, inputs, config, ctx.signal);
   const manifestKey = manifestKeyOf(stage.name, hash);
   const existing = await readManifest<O>(ctx.store, manifestKey);
   if (existing) {
@@ -200,6 +283,7 @@ export async function runStage<I, C, O>(stage: Stage<I, C, O>, ctx: StageContext
     finishedAt: new Date().toISOString(),
     computeSeconds,
     attempt: ctx.attempt,
+    uris: { store: ctx.store.uri, manifest: ctx.store.url(manifestKey), prefix: `${ctx.store.url(outputPrefix)}/`, result: keyUris(ctx.store, result) },
   };
   await putJson(ctx.store, manifestKey, manifest);
   ctx.progress({ fraction: 1, message: 'done' });

@@ -48,7 +48,8 @@ export async function suiteWorkflow(input: SuiteInput): Promise<SuiteResult> {
     });
     try {
       await notify.notifyWebhook({
-        url: hook.url,
+        // The variable's name only: the URL is a secret and never enters the history.
+        urlEnv: hook.urlEnv,
         timeoutSeconds: hook.timeoutSeconds,
         body: {
           suite: suite.name,

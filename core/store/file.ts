@@ -4,6 +4,7 @@ import { dirname, join, resolve, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
+import { BadInputError } from '../errors.js';
 import { ArtifactNotFoundError, assertSafeKey, type ArtifactStore, type PutResult } from './types.js';
 
 /**
@@ -32,7 +33,7 @@ export class FileArtifactStore implements ArtifactStore {
     try {
       await stat(this.root);
     } catch {
-      if (options.create === false) throw new ArtifactNotFoundError(this.uri);
+      if (options.create === false) throw new BadInputError(`store folder ${this.uri} does not exist, and creating it is not allowed`, 'store.createBucket: false');
       await mkdir(this.root, { recursive: true });
     }
   }

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { FileArtifactStore } from './file.js';
 import { S3ArtifactStore } from './s3.js';
 import type { ArtifactStore } from './types.js';
+import { BadInputError } from '../errors.js';
 
 export * from './types.js';
 export { FileArtifactStore } from './file.js';
@@ -25,7 +26,7 @@ export function openStore(spec: StoreSpec | string): ArtifactStore {
     const slash = rest.indexOf('/');
     const bucket = slash < 0 ? rest : rest.slice(0, slash);
     const prefix = slash < 0 ? '' : rest.slice(slash + 1);
-    if (!bucket) throw new Error(`store URI ${s.uri} names no bucket (expected s3://bucket/prefix)`);
+    if (!bucket) throw new BadInputError(`store URI ${s.uri} names no bucket (expected s3://bucket/prefix)`, 'store.uri');
     return new S3ArtifactStore({
       bucket,
       prefix,
@@ -34,7 +35,7 @@ export function openStore(spec: StoreSpec | string): ArtifactStore {
     });
   }
   if (s.uri.startsWith('file://')) return new FileArtifactStore(fileURLToPath(s.uri));
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s.uri)) throw new Error(`unsupported store URI scheme in ${s.uri} (use s3:// or file://)`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s.uri)) throw new BadInputError(`unsupported store URI scheme in ${s.uri} (use s3:// or file://)`, 'store.uri');
   return new FileArtifactStore(resolve(s.uri));
 }
 
@@ -43,7 +44,8 @@ export async function getJson<T>(store: ArtifactStore, key: string): Promise<T> 
   try {
     return JSON.parse(Buffer.from(bytes).toString('utf8')) as T;
   } catch (err) {
-    throw new Error(`${store.url(key)} is not valid JSON: ${(err as Error).message}`);
+    // The bytes are what they are: a retry reads the same corrupt object.
+    throw new BadInputError(`not valid JSON: ${(err as Error).message}`, store.url(key));
   }
 }
 

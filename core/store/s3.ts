@@ -14,6 +14,8 @@ import {
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { BadInputError } from '../errors.js';
+import { hasUserInfo, redactUrl } from '../redact.js';
 import { ArtifactNotFoundError, StoreUnreachableError, assertSafeKey, joinKey, type ArtifactStore, type PutResult } from './types.js';
 
 export interface S3StoreOptions {
@@ -49,7 +51,15 @@ export class S3ArtifactStore implements ArtifactStore {
     this.bucket = options.bucket;
     this.prefix = (options.prefix ?? '').replace(/^\/+|\/+$/g, '');
     this.uri = `s3://${this.bucket}${this.prefix ? `/${this.prefix}` : ''}`;
-    this.endpointLabel = options.endpoint ?? `AWS S3 (${options.region ?? process.env.AWS_REGION ?? 'default region'})`;
+    // Credentials belong in the AWS chain, never in a URL that error messages, logs and the workflow
+    // history would repeat; the label shows scheme, host and port only.
+    if (options.endpoint && hasUserInfo(options.endpoint)) {
+      throw new BadInputError(
+        `the S3 endpoint ${redactUrl(options.endpoint)} carries a user name or password in its URL; give credentials through AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE instead`,
+        'store.endpoint',
+      );
+    }
+    this.endpointLabel = options.endpoint ? redactUrl(options.endpoint) : `AWS S3 (${options.region ?? process.env.AWS_REGION ?? 'default region'})`;
     const config: S3ClientConfig = {
       region: options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
       endpoint: options.endpoint,
@@ -82,6 +92,14 @@ export class S3ArtifactStore implements ArtifactStore {
             `Start the local one with 'densepipe up', or set DENSEPIPE_S3_ENDPOINT / the store URI in the config.`,
         );
       }
+      // Refused credentials or permissions: no retry changes them.
+      const status = e.$metadata && (e.$metadata as { httpStatusCode?: number }).httpStatusCode;
+      if (status === 403 || e.name === 'AccessDenied' || e.name === 'InvalidAccessKeyId' || e.name === 'SignatureDoesNotMatch') {
+        throw new BadInputError(
+          `access denied by ${this.endpointLabel} (HTTP ${status ?? 403} ${e.name ?? ''}); check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE and the bucket policy`,
+          `s3://${this.bucket} ${what}`,
+        );
+      }
       throw err;
     }
   }
@@ -94,16 +112,18 @@ export class S3ArtifactStore implements ArtifactStore {
       const name = (err as Error).name;
       if (status === 404 || name === 'NotFound' || name === 'NoSuchBucket') {
         if (options.create === false) {
-          throw new Error(`bucket '${this.bucket}' does not exist at ${this.endpointLabel}, and creating it is not allowed (store.createBucket: false)`);
+          throw new BadInputError(`bucket '${this.bucket}' does not exist at ${this.endpointLabel}, and creating it is not allowed`, 'store.createBucket: false');
         }
         await this.call('CreateBucket', () => this.client.send(new CreateBucketCommand({ Bucket: this.bucket })));
         return;
       }
-      if (err instanceof StoreUnreachableError) throw err;
-      throw new Error(
+      if (err instanceof StoreUnreachableError || err instanceof BadInputError) throw err;
+      const message =
         `S3 bucket '${this.bucket}' at ${this.endpointLabel} is not usable: HTTP ${status ?? '?'} ${name}` +
-          (status === 403 ? ' (check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE)' : status === 400 ? ' (is the bucket name valid: 3-63 lower-case letters, digits, dots, hyphens?)' : ''),
-      );
+        (status === 400 ? ' (is the bucket name valid: 3-63 lower-case letters, digits, dots, hyphens?)' : '');
+      // A client error (bad name, refused request) stays what it is on every retry; server errors and throttling may pass.
+      if (status !== undefined && status >= 400 && status < 500 && status !== 408 && status !== 429) throw new BadInputError(message, 'store.uri');
+      throw new Error(message);
     }
   }
 

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { BadInputError } from '../errors.js';
 
 /** What a write returns: enough to verify the bytes later and to show them to a user. */
 export interface PutResult {
@@ -50,8 +51,12 @@ export function joinKey(...parts: string[]): string {
     .join('/');
 }
 
+/** A key that could name something outside the store's root, or nothing: bad input, never retried. */
 export function assertSafeKey(key: string): void {
-  if (key.length === 0 || key.startsWith('/') || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
-    throw new Error(`invalid artifact key ${JSON.stringify(key)}: keys are relative, '/'-separated, without '.' or '..' parts`);
+  if (key.length === 0 || key.length > 1024 || key.startsWith('/') || key.includes('\\') || /[\u0000-\u001f]/.test(key) || key.split('/').some((p) => p === '..' || p === '.' || p === '')) {
+    throw new BadInputError(
+      `invalid artifact key ${JSON.stringify(key.slice(0, 200))}: keys are relative, '/'-separated, at most 1024 characters, without '.' or '..' parts, backslashes or control characters`,
+      'store key',
+    );
   }
 }

@@ -1,4 +1,5 @@
 import sharp from 'sharp';
+import { MAX_IMAGE_PIXELS_CEILING } from '../../core/bounds.js';
 import { BadInputError } from '../../core/errors.js';
 
 /**
@@ -15,13 +16,46 @@ export type RgbF32 = RgbImage<Float32Array>;
 
 export type ImageFormat = 'png' | 'jpg';
 
+/** What an image file's header declares, read without decoding a pixel. */
+export interface ImageHeader {
+  width: number;
+  height: number;
+  format: string;
+}
+
+/** Width, height and format from the header alone (a decompression bomb is caught here, before it is decoded). */
+export async function readImageHeader(bytes: Uint8Array, where = 'image'): Promise<ImageHeader> {
+  let meta: Awaited<ReturnType<ReturnType<typeof sharp>['metadata']>>;
+  try {
+    meta = await sharp(bytes, { limitInputPixels: false }).metadata();
+  } catch (err) {
+    throw new BadInputError(`cannot read image header (${(err as Error).message})`, where);
+  }
+  if (!meta.width || !meta.height || !meta.format) throw new BadInputError('image header declares no width, height or format', where);
+  return { width: meta.width, height: meta.height, format: meta.format };
+}
+
+/** Refuse an image whose header declares more than `maxPixels` pixels, naming its size and the limit. */
+export function assertImagePixels(header: Pick<ImageHeader, 'width' | 'height'>, maxPixels: number, where: string): void {
+  const pixels = header.width * header.height;
+  if (pixels > maxPixels) {
+    throw new BadInputError(
+      `image declares ${header.width}x${header.height} = ${pixels.toLocaleString('en-US')} pixels, more than the limit of ${maxPixels.toLocaleString('en-US')} (data.maxImagePixels); ` +
+        `decoded it would take ${Math.round((pixels * 3) / 1024 ** 2)} MB`,
+      where,
+    );
+  }
+}
+
 /**
  * Decode PNG/JPEG/WebP bytes to RGB (alpha dropped, grey expanded). Sharp is told to fail on any
  * warning, so a truncated or corrupt file is an error here rather than a half-grey image later.
+ * With `maxPixels` the header is checked first, so an oversized image is refused before decoding.
  */
-export async function decodeImage(bytes: Uint8Array, where = 'image'): Promise<RgbU8> {
+export async function decodeImage(bytes: Uint8Array, where = 'image', options: { maxPixels?: number } = {}): Promise<RgbU8> {
+  if (options.maxPixels !== undefined) assertImagePixels(await readImageHeader(bytes, where), options.maxPixels, where);
   try {
-    const { data, info } = await sharp(bytes, { failOn: 'warning' })
+    const { data, info } = await sharp(bytes, { failOn: 'warning', limitInputPixels: options.maxPixels ?? MAX_IMAGE_PIXELS_CEILING })
       .removeAlpha()
       .toColourspace('srgb')
       .raw()
@@ -31,6 +65,64 @@ export async function decodeImage(bytes: Uint8Array, where = 'image'): Promise<R
   } catch (err) {
     throw new BadInputError(`cannot decode image (${(err as Error).message})`, where);
   }
+}
+
+/** Bytes one decode may hold at its peak: the file, libvips' working copy and the RGB output (estimate). */
+export function decodeCostBytes(header: Pick<ImageHeader, 'width' | 'height'>, encodedBytes: number): number {
+  return header.width * header.height * 8 + encodedBytes;
+}
+
+/**
+ * A worker-wide memory budget for decoding: every decode reserves its estimated peak
+ * (decodeCostBytes) and waits while the reservations of the others would pass the budget. With
+ * `concurrency` 64 and a handful of 60-megapixel images, this is what keeps the worker from being
+ * killed for memory; small images still run `concurrency` at a time. An image larger than the whole
+ * budget runs alone. Waiters are served in order, so a large image is not starved by small ones.
+ */
+export class DecodeBudget {
+  private used = 0;
+  private readonly waiting: { cost: number; wake: () => void }[] = [];
+  constructor(readonly capacityBytes: number) {}
+
+  get inUse(): number {
+    return this.used;
+  }
+
+  async run<T>(costBytes: number, fn: () => Promise<T>): Promise<T> {
+    const cost = Math.min(Math.max(0, costBytes), this.capacityBytes);
+    if (this.waiting.length > 0 || this.used + cost > this.capacityBytes) await new Promise<void>((wake) => this.waiting.push({ cost, wake }));
+    else this.used += cost;
+    try {
+      return await fn();
+    } finally {
+      this.used -= cost;
+      this.admit();
+    }
+  }
+
+  private admit(): void {
+    while (this.waiting.length > 0 && this.used + this.waiting[0]!.cost <= this.capacityBytes) {
+      const next = this.waiting.shift()!;
+      this.used += next.cost;
+      next.wake();
+    }
+  }
+}
+
+/** Default decode budget of one worker process (DENSEPIPE_DECODE_BUDGET_MB overrides it). */
+export const DEFAULT_DECODE_BUDGET_MB = 1024;
+let processBudget: DecodeBudget | null = null;
+
+/** The worker process's one decode budget: every shard stage running in this process shares it. */
+export function processDecodeBudget(): DecodeBudget {
+  if (!processBudget) {
+    const raw = process.env.DENSEPIPE_DECODE_BUDGET_MB;
+    const mb = raw === undefined || raw === '' ? DEFAULT_DECODE_BUDGET_MB : Number(raw);
+    // The worker's setting, not the run's input: not a BadInputError (a skipBad run must not skip every image for it).
+    if (!Number.isFinite(mb) || mb < 64) throw new Error(`DENSEPIPE_DECODE_BUDGET_MB must be a number of megabytes of at least 64, got ${JSON.stringify(raw)} (fix the worker's environment)`);
+    processBudget = new DecodeBudget(mb * 1024 ** 2);
+  }
+  return processBudget;
 }
 
 /** Decode a single-channel (grey or palette) PNG, e.g. a semantic or instance label map. */

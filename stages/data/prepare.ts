@@ -1,6 +1,6 @@
 import { BadInputError } from '../../core/errors.js';
-import type { WdsSample } from '../../core/webdataset.js';
-import { decodeImage, encodeImage, sniffImageFormat, type ImageFormat } from './image.js';
+import { assertValidSampleKey, type WdsSample } from '../../core/webdataset.js';
+import { assertImagePixels, decodeCostBytes, decodeImage, encodeImage, processDecodeBudget, readImageHeader, sniffImageFormat, type DecodeBudget, type ImageFormat } from './image.js';
 import type { SampleAnnotation, SampleObject } from './sample.js';
 import type { SourceItem } from './sources/types.js';
 
@@ -12,12 +12,27 @@ export interface PreparedSample {
   imageLabel?: number;
 }
 
+/** Source image formats (by content, not file name) the shard stage reads. */
+const ACCEPTED_FORMATS = new Set(['png', 'jpeg', 'webp']);
+
+export interface PrepareOptions {
+  format: ImageFormat;
+  jpegQuality: number;
+  /** Largest image accepted (width × height), checked from the header before decoding. */
+  maxPixels: number;
+  /** The worker's decode memory budget (default: the process-wide one). */
+  budget?: DecodeBudget;
+}
+
 /**
  * Load one source item and turn it into shard members: the image in the configured format and
  * its annotation JSON. Every image is fully decoded here, so a truncated or corrupt file fails
- * now (naming its path) instead of in the middle of training.
+ * now (naming its path) instead of in the middle of training. The header is read first: an image
+ * over `maxPixels` is refused undecoded, and the decode waits for its share of the memory budget.
  */
-export async function prepareSample(item: SourceItem, classes: readonly string[], format: ImageFormat, jpegQuality: number): Promise<PreparedSample> {
+export async function prepareSample(item: SourceItem, classes: readonly string[], options: PrepareOptions): Promise<PreparedSample> {
+  const { format, jpegQuality } = options;
+  assertValidSampleKey(item.key, `${item.origin} (sample key)`);
   const loaded = await item.load();
   let bytes: Uint8Array;
   let width: number;
@@ -26,13 +41,24 @@ export async function prepareSample(item: SourceItem, classes: readonly string[]
     ({ width, height } = loaded.pixels);
     bytes = await encodeImage(loaded.pixels, format, { jpegQuality });
   } else if (loaded.encoded) {
-    const decoded = await decodeImage(loaded.encoded, item.origin);
-    ({ width, height } = decoded);
-    if (loaded.declaredSize && (loaded.declaredSize[0] !== width || loaded.declaredSize[1] !== height)) {
-      throw new BadInputError(`image is ${width}x${height} but its annotation says ${loaded.declaredSize[0]}x${loaded.declaredSize[1]}`, item.origin);
+    const encoded = loaded.encoded;
+    const header = await readImageHeader(encoded, item.origin);
+    // Only raster formats that hold pixels alone: SVG and PDF can name other files (and the decoder would fetch them).
+    if (!ACCEPTED_FORMATS.has(header.format)) throw new BadInputError(`image format ${header.format} is not accepted (PNG, JPEG or WebP)`, item.origin);
+    assertImagePixels(header, options.maxPixels, item.origin);
+    if (loaded.declaredSize && (loaded.declaredSize[0] !== header.width || loaded.declaredSize[1] !== header.height)) {
+      throw new BadInputError(`image is ${header.width}x${header.height} but ${loaded.declaredBy ?? 'its annotation'} says ${loaded.declaredSize[0]}x${loaded.declaredSize[1]}`, item.origin);
     }
-    // Pass the file through untouched when it is already in the target format: no second JPEG loss.
-    bytes = sniffImageFormat(loaded.encoded) === format ? loaded.encoded : await encodeImage(decoded, format, { jpegQuality });
+    const budget = options.budget ?? processDecodeBudget();
+    ({ bytes, width, height } = await budget.run(decodeCostBytes(header, encoded.byteLength), async () => {
+      const decoded = await decodeImage(encoded, item.origin, { maxPixels: options.maxPixels });
+      // Pass the file through untouched when it is already in the target format: no second JPEG loss.
+      const out = sniffImageFormat(encoded) === format ? encoded : await encodeImage(decoded, format, { jpegQuality });
+      return { bytes: out, width: decoded.width, height: decoded.height };
+    }));
+    if (loaded.declaredSize && (loaded.declaredSize[0] !== width || loaded.declaredSize[1] !== height)) {
+      throw new BadInputError(`image is ${width}x${height} but ${loaded.declaredBy ?? 'its annotation'} says ${loaded.declaredSize[0]}x${loaded.declaredSize[1]}`, item.origin);
+    }
   } else {
     throw new BadInputError('source item produced neither pixels nor encoded bytes', item.origin);
   }

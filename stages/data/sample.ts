@@ -100,7 +100,16 @@ export async function decodeSample(sample: WdsSample, where = sample.key): Promi
   annotation.objects.forEach((o, i) => {
     boxes.set(o.bbox, i * 4);
     labels[i] = o.label;
-    masks.push(o.mask ? decodeRle(o.mask as CocoRle) : null);
+    if (!o.mask) return void masks.push(null);
+    const member = `${where}.json: objects[${i}].mask`;
+    if (o.mask.size[0] !== image.height || o.mask.size[1] !== image.width) {
+      throw new BadInputError(`mask size ${JSON.stringify(o.mask.size)} is not the image's [${image.height}, ${image.width}]`, member);
+    }
+    try {
+      masks.push(decodeRle(o.mask as CocoRle));
+    } catch (err) {
+      throw new BadInputError(`invalid RLE (${(err as Error).message})`, member);
+    }
   });
   return {
     key: sample.key,

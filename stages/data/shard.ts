@@ -4,6 +4,7 @@ import { Rng } from '../../core/rng.js';
 import type { Stage, StageRunContext } from '../../core/stage.js';
 import { joinKey, putJson } from '../../core/store/index.js';
 import { packShard, type WdsSample } from '../../core/webdataset.js';
+import { DEFAULT_MAX_IMAGE_PIXELS } from '../../core/bounds.js';
 import { shardConfigSchema, type ShardConfig } from './config.js';
 import {
   countSample,
@@ -87,7 +88,9 @@ async function buildShard(
   const limit = fixedEnd ?? order.length;
   // Load a window ahead; the window never crosses `limit`, and items past the closing point are simply not consumed.
   const window = order.slice(start, Math.min(limit, start + config.shardSamples + config.concurrency)).map((i) => items[i]!);
-  for await (const outcome of mapOrdered(window, config.concurrency, (item) => prepareSample(item, classes, config.imageFormat, config.jpegQuality))) {
+  for await (const outcome of mapOrdered(window, config.concurrency, (item) =>
+    prepareSample(item, classes, { format: config.imageFormat, jpegQuality: config.jpegQuality, maxPixels: config.maxImagePixels }),
+  )) {
     throwIfAborted(ctx.signal);
     if (fixedEnd === undefined && out.samples.length >= config.shardSamples) break;
     if (!outcome.ok) {
@@ -236,14 +239,29 @@ async function writeDatasetManifest(
  * (identical shards are never rewritten) and content-addressed: local sources are fingerprinted
  * by their bytes, so an edited image or annotation gives a new output.
  */
+/**
+ * The version of the file readers (COCO, VOC, ImageFolder), in the key of every dataset read from files:
+ * 2: paths confined to the dataset root, symlinked images inside it read and fingerprinted, ImageFolder leaves out
+ * __MACOSX/ and AppleDouble files, images over maxImagePixels refused.
+ */
+const FILE_READER_VERSION = '2';
+
 export const shardStage: Stage<ShardInputs, ShardConfig, ShardResult> = {
   name: 'data-shard',
   version: '1',
   keyConfig(config) {
     // Defaults applied first, so a config that spells out a default hashes like one that omits it.
     const full = shardConfigSchema.parse(config);
-    const { concurrency: _speedOnly, jpegQuality, ...rest } = full;
-    return { ...rest, ...(full.imageFormat === 'jpg' ? { jpegQuality } : {}), sourceFingerprint: sourceFingerprint(full.source) };
+    const { concurrency: _speedOnly, jpegQuality, maxImagePixels, ...rest } = full;
+    const base = { ...rest, ...(full.imageFormat === 'jpg' ? { jpegQuality } : {}) };
+    // The built-in scenes are generated, never read from files: the readers' changes cannot alter them, and they keep
+    // the key they always had (with its null fingerprint), so every run cached on them stays valid.
+    if (full.source.kind === 'synthetic') return { ...base, ...(maxImagePixels !== DEFAULT_MAX_IMAGE_PIXELS ? { maxImagePixels } : {}), sourceFingerprint: null };
+    return { ...base, maxImagePixels, readerVersion: FILE_READER_VERSION };
+  },
+  // Read streamed, off the event loop's critical path: heartbeats and cancellation keep flowing.
+  keyContent(config, signal) {
+    return sourceFingerprint(shardConfigSchema.parse(config).source, signal);
   },
   validate(_inputs, config) {
     const parsed = shardConfigSchema.safeParse(config);

@@ -9,6 +9,7 @@
  *     optimizer: { baseLr: 0.03 }                        # defaults from the method's official recipe
  */
 import { z } from 'zod';
+import { limitMessage } from '../../core/bounds.js';
 import { BACKEND_CHOICES } from '../../core/tf.js';
 import { RESNET_PRESETS, type ResNetPreset } from '../engine/resnet.js';
 import { isMethodName, METHOD_NAMES, METHODS, type MethodName } from '../methods/index.js';
@@ -16,6 +17,18 @@ import type { MethodModule, OptimizerKind } from '../methods/shared/contract.js'
 
 const PRESETS = Object.keys(RESNET_PRESETS) as [ResNetPreset, ...ResNetPreset[]];
 const OPTIMIZERS = ['sgd', 'lars', 'adamw'] as const satisfies readonly OptimizerKind[];
+
+/** Upper bounds of the shared fields (core/bounds.ts); each message says what it protects. */
+export const PRETRAIN_LIMITS = {
+  batchSize: 4096,
+  imageSize: 1024,
+  steps: 10_000_000,
+  epochs: 10_000,
+  checkpointSteps: 10_000_000,
+  checkpointSeconds: 7 * 24 * 3600,
+  /** Any method argument named `…queueSize` (MoCo-style memory queues). */
+  queueSize: 1 << 20,
+} as const;
 
 /** What every method shares. */
 const commonFields = {
@@ -25,19 +38,38 @@ const commonFields = {
       arch: z.enum(PRESETS).default('resnet18-w16-cifar'),
     })
     .prefault({}),
-  batchSize: z.number().int().min(2).default(32),
+  batchSize: z
+    .number()
+    .int()
+    .min(2)
+    .max(PRETRAIN_LIMITS.batchSize, limitMessage(PRETRAIN_LIMITS.batchSize, 'every view of a batch and its activations are held in the worker\'s memory at once'))
+    .default(32),
   /** Optimizer steps; ignored when `epochs` is set. */
-  steps: z.number().int().min(1).default(200),
+  steps: z
+    .number()
+    .int()
+    .min(1)
+    .max(PRETRAIN_LIMITS.steps, limitMessage(PRETRAIN_LIMITS.steps, 'the loss curve kept in every checkpoint and the report grows with the steps'))
+    .default(200),
   /** Passes over the split; total steps = floor(epochs · samples / batchSize). */
-  epochs: z.number().positive().optional(),
-  imageSize: z.number().int().min(16).default(64),
+  epochs: z
+    .number()
+    .positive()
+    .max(PRETRAIN_LIMITS.epochs, limitMessage(PRETRAIN_LIMITS.epochs, 'the run length (and its loss curve) grows with the epochs'))
+    .optional(),
+  imageSize: z
+    .number()
+    .int()
+    .min(16)
+    .max(PRETRAIN_LIMITS.imageSize, limitMessage(PRETRAIN_LIMITS.imageSize, 'activation memory grows with the square of the image side'))
+    .default(64),
   split: z.string().default('train'),
   seed: z.number().int().min(0).default(0),
   /** Save a checkpoint after this many steps or this many seconds, whichever comes first. */
   checkpointEvery: z
     .strictObject({
-      steps: z.number().int().min(1).default(100),
-      seconds: z.number().positive().default(600),
+      steps: z.number().int().min(1).max(PRETRAIN_LIMITS.checkpointSteps, limitMessage(PRETRAIN_LIMITS.checkpointSteps, 'work lost to a killed worker grows with the interval')).default(100),
+      seconds: z.number().positive().max(PRETRAIN_LIMITS.checkpointSeconds, limitMessage(PRETRAIN_LIMITS.checkpointSeconds, 'work lost to a killed worker grows with the interval (one week)')).default(600),
     })
     .prefault({}),
   backend: z.enum(BACKEND_CHOICES as [string, ...string[]]).default('auto'),
@@ -122,6 +154,15 @@ function precheck(raw: unknown, ctx: z.RefinementCtx): unknown {
     const kept: Record<string, unknown> = {};
     for (const [key, value] of Object.entries(args)) {
       if (Object.hasOwn(own, key)) {
+        // Every method's memory queues (MoCo's K and its relatives) share one bound, whatever the method file says.
+        if (/queuesize$/i.test(key) && typeof value === 'number' && value > PRETRAIN_LIMITS.queueSize) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['args', key],
+            message: limitMessage(PRETRAIN_LIMITS.queueSize, 'a queue of K keys × D floats (and its copy in every checkpoint) is held in memory: 2^20 × 128 floats is 512 MiB'),
+          });
+          continue;
+        }
         kept[key] = value;
         continue;
       }

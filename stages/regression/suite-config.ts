@@ -5,9 +5,8 @@
  * the schedule's action carries the expanded members, so a nightly runs exactly what was scheduled.
  */
 import { readFile } from 'node:fs/promises';
-import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { ConfigError, configHash, describeZodError, mergeDeep, parseRunConfig, type RunConfig } from '../../core/config.js';
+import { assertNoForbiddenKeys, ConfigError, configHash, describeZodError, mergeDeep, parseRunConfig, yamlToJs, type RunConfig } from '../../core/config.js';
 import { digest } from '../../core/hash.js';
 import { METHOD_NAMES } from '../methods/index.js';
 import { EVALUATION_TASKS, type EvaluationTask } from '../downstream/index.js';
@@ -44,15 +43,35 @@ export const noiseBandSchema = z.strictObject({
 });
 export type NoiseBand = z.infer<typeof noiseBandSchema>;
 
+/**
+ * A webhook URL is a credential (whoever holds a Slack-style URL can post to the channel), and the
+ * suite travels in the workflow history, the schedule and the report. So the suite names the cpu
+ * worker's environment variable that holds the URL, and only the delivery activity reads it.
+ */
 export const webhookSchema = z.strictObject({
-  url: z.url(),
+  /** Environment variable of the cpu worker holding the URL (e.g. DENSEPIPE_WEBHOOK_URL). */
+  urlEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,127}$/, 'an environment variable name (letters, digits and _, not starting with a digit)'),
   /** Per attempt; a webhook that never answers costs at most attempts × this. */
   timeoutSeconds: z.number().positive().max(300).default(10),
   maxAttempts: z.number().int().min(1).max(20).default(3),
 });
+
+/** `webhook.url` is refused with the reason, and without repeating the URL. */
+function refuseLiteralWebhookUrl(raw: unknown, ctx: z.RefinementCtx): unknown {
+  const hook = raw && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>).webhook : undefined;
+  if (!hook || typeof hook !== 'object' || Array.isArray(hook) || !('url' in hook)) return raw;
+  ctx.addIssue({
+    code: 'custom',
+    path: ['webhook', 'url'],
+    message:
+      'a webhook URL is a secret and the suite is kept in the workflow history and the schedule: set it in an environment variable of the cpu worker and name that variable in webhook.urlEnv',
+  });
+  const { url: _dropped, ...rest } = hook as Record<string, unknown>;
+  return { ...(raw as Record<string, unknown>), webhook: rest };
+}
 export type WebhookConfig = z.infer<typeof webhookSchema>;
 
-export const suiteConfigSchema = z.strictObject({
+const suiteObjectSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,40}$/, 'lower-case letters, digits, - and _ (at most 41)'),
   description: z.string().optional(),
   /** Run-config fields shared by every member (same schema as a run config; method, seed, tasks and data source are set per member). */
@@ -72,7 +91,8 @@ export const suiteConfigSchema = z.strictObject({
   trendRuns: z.number().int().min(2).max(365).default(14),
   webhook: webhookSchema.optional(),
 });
-export type SuiteConfigInput = z.input<typeof suiteConfigSchema>;
+export const suiteConfigSchema = z.preprocess(refuseLiteralWebhookUrl, suiteObjectSchema);
+export type SuiteConfigInput = z.input<typeof suiteObjectSchema>;
 
 export interface SuiteMember {
   /** `<method>-<dataset>-s<seed>`: unique in the suite, used in child workflow ids. */
@@ -169,7 +189,7 @@ export async function loadSuite(path: string): Promise<Suite> {
   } catch (err) {
     throw new ConfigError(`cannot read suite config: ${(err as Error).message}`, path);
   }
-  const doc = parseDocument(text, { prettyErrors: true });
-  if (doc.errors.length) throw new ConfigError(`YAML syntax error: ${doc.errors[0]!.message}`, path);
-  return parseSuite(doc.toJS(), path);
+  const raw = yamlToJs(text, path);
+  assertNoForbiddenKeys(raw, path);
+  return parseSuite(raw, path);
 }

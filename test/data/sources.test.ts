@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tarStream from 'tar-stream';
-import { runStage, stageHash } from '../../core/stage.js';
+import { resolveStageHash, runStage } from '../../core/stage.js';
 import { FileArtifactStore, getJson } from '../../core/store/index.js';
 import { readShard, readShardFromStore } from '../../core/webdataset.js';
 import { BadInputError } from '../../core/errors.js';
@@ -64,11 +64,11 @@ describe('COCO reader', () => {
     const root = await dir('coco-fp');
     const paths = await writeSyntheticCoco(root, 'tiny', 1, { limitPerSplit: 2 });
     const config = { source: { kind: 'coco', ...paths } } as ShardConfig;
-    const before = stageHash(shardStage, {}, config);
-    expect(stageHash(shardStage, {}, config)).toBe(before);
+    const before = await resolveStageHash(shardStage, {}, config);
+    expect(await resolveStageHash(shardStage, {}, config)).toBe(before);
     const img = generateSyntheticImage(SYNTHETIC_SPECS.tiny, 99, 'train', 0).image;
     await writeFile(join(paths.images, 'train', 'train_000000.png'), await encodeImage(img, 'png'));
-    expect(stageHash(shardStage, {}, config)).not.toBe(before);
+    expect(await resolveStageHash(shardStage, {}, config)).not.toBe(before);
   });
 
   it('names the file, field and value of bad annotations', async () => {

@@ -131,7 +131,10 @@ describe('webhook delivery', () => {
   });
 
   it('fails loudly on an error status and on a webhook that never answers', async () => {
-    await expect(postWebhook(`http://127.0.0.1:${port}/error`, {}, 5)).rejects.toThrow(/webhook http:\/\/127\.0\.0\.1:\d+\/error: HTTP 503/);
+    const err = (await postWebhook(`http://127.0.0.1:${port}/error`, {}, 5, '$HOOK').catch((e: unknown) => e)) as Error;
+    expect(err.message).toMatch(/webhook \$HOOK \(http:\/\/127\.0\.0\.1:\d+\/…\): HTTP 503/);
+    // The URL is a credential: its path never appears in the message.
+    expect(err.message).not.toContain('/error');
     const t0 = Date.now();
     await expect(postWebhook(`http://127.0.0.1:${port}/silent`, {}, 0.5)).rejects.toThrow(/no answer within 0\.5 s/);
     expect(Date.now() - t0).toBeLessThan(3000);

@@ -40,7 +40,8 @@ describe('suite configs', () => {
     [{ base: { pretrain: { batchSize: '32x' } } }, /s\.yaml: base \(member densecl-synthetic-tiny-s0\): pretrain\.batchSize: .*number/],
     [{ fanOut: 0 }, /s\.yaml: fanOut: /],
     [{ colour: 'blue' }, /s\.yaml: \(top level\): Unrecognized key.*colour/],
-    [{ webhook: { url: 'not a url' } }, /s\.yaml: webhook\.url: /],
+    [{ webhook: { url: 'not a url' } }, /s\.yaml: webhook\.url: a webhook URL is a secret .* webhook\.urlEnv/],
+    [{ webhook: { urlEnv: 'not a name' } }, /s\.yaml: webhook\.urlEnv: an environment variable name/],
   ])('refuses bad input naming the field (%o)', (patch, message) => {
     expect(() => parseSuite({ ...minimal, ...patch }, 's.yaml')).toThrow(message);
   });

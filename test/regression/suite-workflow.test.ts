@@ -174,12 +174,22 @@ describe.skipIf(!toolsInstalled())('suite workflow (dev server, mocked reproduct
 
   it('turns a webhook that never answers into a reported warning; the verdict stands', async () => {
     const t0 = Date.now();
-    const { result } = await runSuite(suiteOf({ seeds: [0, 2], webhook: { url: silentUrl, timeoutSeconds: 1, maxAttempts: 2 } }), 'suite-silent-hook');
+    // The URL lives in the worker's environment; the suite (and so the history) names the variable only.
+    process.env.DENSEPIPE_TEST_SILENT_HOOK = silentUrl;
+    const { result } = await runSuite(suiteOf({ seeds: [0, 2], webhook: { urlEnv: 'DENSEPIPE_TEST_SILENT_HOOK', timeoutSeconds: 1, maxAttempts: 2 } }), 'suite-silent-hook');
     expect(result.verdict).toBe('passed');
     expect(result.warnings).toHaveLength(1);
-    expect(result.warnings[0]).toMatch(/webhook not delivered after 2 attempt\(s\): .*no answer within 1 s/);
+    expect(result.warnings[0]).toMatch(/webhook not delivered after 2 attempt\(s\): .*\$DENSEPIPE_TEST_SILENT_HOOK.*no answer within 1 s/);
+    expect(result.warnings[0]).not.toContain('/hook');
     expect(Date.now() - t0).toBeLessThan(30_000);
     const html = Buffer.from(await new FileArtifactStore(join(dir, 'store')).get(result.reportKey)).toString();
     expect(html).toContain('webhook not delivered');
+    expect(html).not.toContain(silentUrl);
+  });
+
+  it('says which variable is missing when the worker has no webhook URL, without retrying', async () => {
+    delete process.env.DENSEPIPE_TEST_UNSET_HOOK;
+    const { result } = await runSuite(suiteOf({ seeds: [0, 2], webhook: { urlEnv: 'DENSEPIPE_TEST_UNSET_HOOK', timeoutSeconds: 1, maxAttempts: 3 } }), 'suite-unset-hook');
+    expect(result.warnings[0]).toMatch(/environment variable DENSEPIPE_TEST_UNSET_HOOK is not set on this cpu worker/);
   });
 });

@@ -1,10 +1,9 @@
-import { readdirSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
 import { BadInputError } from '../../../core/errors.js';
 import { decodeRle, encodeRle, maskArea, polygonsToMask, type CocoRle } from '../masks.js';
 import type { SampleObject } from '../sample.js';
 import type { SourceFs } from './fs.js';
-import { keyFromPath, type DatasetSource, type SourceItem } from './types.js';
+import { sampleKeyFromPath, type DatasetSource, type SourceItem } from './types.js';
 
 /** Boxes may poke this far (pixels) outside the image, as COCO's own float boxes do; beyond it is an error. */
 export const BOX_TOLERANCE_PX = 1;
@@ -27,20 +26,6 @@ export async function cocoAnnotationFilesIn(fs: SourceFs, annotations: string): 
   return files.map((f) => fs.join(annotations, f));
 }
 
-/** The same for a local path, synchronously (for the cache-key fingerprint). */
-export function cocoAnnotationFiles(annotations: string): string[] {
-  let isDir = false;
-  try {
-    isDir = statSync(annotations).isDirectory();
-  } catch {
-    throw new BadInputError('annotation file or folder not found', annotations);
-  }
-  if (!isDir) return [annotations];
-  const files = readdirSync(annotations).filter((f) => /^instances_.+\.json$/.test(f)).sort();
-  if (files.length === 0) throw new BadInputError('folder holds no instances_*.json file', annotations);
-  return files.map((f) => join(annotations, f));
-}
-
 const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 
 /** Clip a box to the image when it overshoots by at most BOX_TOLERANCE_PX; otherwise say where and by how much. */
@@ -54,10 +39,18 @@ export function checkBox(box: [number, number, number, number], width: number, h
   return [Math.max(0, x0), Math.max(0, y0), Math.min(width, x1), Math.min(height, y1)];
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPositiveInt = (v: unknown): v is number => Number.isInteger(v) && (v as number) > 0;
+
 /**
  * COCO instances JSON. Categories are sorted by id and renumbered 0..K-1 (the manifest keeps the
  * names); boxes go from COCO's [x, y, w, h] to xyxy; polygons are rasterised to RLE so every
  * object in a shard has the same mask representation.
+ *
+ * The structure is checked before any image is read, because a structural fault changes labels
+ * without failing later: a repeated image id would give one image the other's boxes, a repeated
+ * category id a phantom class, an annotation of an image that is not listed would vanish. Each is
+ * an error naming the file and member; `file_name` must stay inside `imagesRoot`.
  */
 export async function cocoSource(fs: SourceFs, annotations: string, imagesRoot: string, skipBad: boolean): Promise<DatasetSource> {
   const files = await cocoAnnotationFilesIn(fs, annotations);
@@ -67,19 +60,32 @@ export async function cocoSource(fs: SourceFs, annotations: string, imagesRoot: 
   for (const path of files) {
     const file = fs.label(path);
     const split = splitFromAnnotationFile(path);
-    let doc: Record<string, unknown>;
+    let parsed: unknown;
     try {
-      doc = JSON.parse(Buffer.from(await fs.read(path, 'annotation file')).toString('utf8'));
+      parsed = JSON.parse(Buffer.from(await fs.read(path, 'annotation file')).toString('utf8'));
     } catch (err) {
       if (err instanceof BadInputError) throw err;
       throw new BadInputError(`malformed JSON (${(err as Error).message})`, file);
     }
+    if (!isObject(parsed)) throw new BadInputError(`must hold a JSON object with "images", "annotations" and "categories", got ${JSON.stringify(parsed)?.slice(0, 60) ?? 'nothing'}`, file);
+    const doc = parsed;
     for (const field of ['images', 'annotations', 'categories'] as const) {
       if (!Array.isArray(doc[field])) throw new BadInputError(`field "${field}" must be an array, got ${JSON.stringify(doc[field])?.slice(0, 60)}`, file);
     }
-    const categories = (doc.categories as Record<string, unknown>[]).map((c, i) => {
-      if (!isNum(c.id) || typeof c.name !== 'string') throw new BadInputError(`categories[${i}] needs a numeric id and a string name, got ${JSON.stringify(c)}`, file);
-      return { id: c.id, name: c.name };
+    if ((doc.images as unknown[]).length === 0) throw new BadInputError('"images" is empty: the split would have no samples', `${file}: images`);
+
+    const categoryIndex = new Map<number, number>();
+    const categoryNames = new Map<string, number>();
+    const categories = (doc.categories as unknown[]).map((c, i) => {
+      if (!isObject(c) || !Number.isInteger(c.id) || typeof c.name !== 'string' || c.name.trim() === '') {
+        throw new BadInputError(`needs an integer id and a non-empty string name, got ${JSON.stringify(c)?.slice(0, 120)}`, `${file}: categories[${i}]`);
+      }
+      const id = c.id as number;
+      if (categoryIndex.has(id)) throw new BadInputError(`category id ${id} repeats categories[${categoryIndex.get(id)}].id: boxes of that id would get an arbitrary class`, `${file}: categories[${i}].id`);
+      if (categoryNames.has(c.name)) throw new BadInputError(`category name ${JSON.stringify(c.name)} repeats categories[${categoryNames.get(c.name)}].name: two classes would share one name`, `${file}: categories[${i}].name`);
+      categoryIndex.set(id, i);
+      categoryNames.set(c.name, i);
+      return { id, name: c.name };
     });
     categories.sort((a, b) => a.id - b.id);
     const names = categories.map((c) => c.name);
@@ -87,44 +93,67 @@ export async function cocoSource(fs: SourceFs, annotations: string, imagesRoot: 
     classes = names;
     const labelOf = new Map(categories.map((c, i) => [c.id, i]));
 
+    // Image ids first: an annotation may only point at a listed image, and only at one.
+    const imageIndex = new Map<number, number>();
+    (doc.images as unknown[]).forEach((img, i) => {
+      if (!isObject(img) || !Number.isInteger(img.id)) return; // reported with the image's other fields below
+      const id = img.id as number;
+      if (imageIndex.has(id)) {
+        throw new BadInputError(`image id ${id} repeats images[${imageIndex.get(id)}].id: the annotations of one would be given to both`, `${file}: images[${i}].id`);
+      }
+      imageIndex.set(id, i);
+    });
+
     const byImage = new Map<number, Record<string, unknown>[]>();
-    (doc.annotations as Record<string, unknown>[]).forEach((a, i) => {
-      if (!isNum(a.image_id)) throw new BadInputError(`annotations[${i}].image_id must be a number, got ${JSON.stringify(a.image_id)}`, file);
-      const list = byImage.get(a.image_id) ?? [];
+    (doc.annotations as unknown[]).forEach((a, i) => {
+      const where = `${file}: annotations[${i}]`;
+      if (!isObject(a)) throw new BadInputError(`must be an object, got ${JSON.stringify(a)?.slice(0, 60)}`, where);
+      if (!Number.isInteger(a.image_id)) throw new BadInputError(`image_id must be an integer, got ${JSON.stringify(a.image_id)}`, `${where}.image_id`);
+      const imageId = a.image_id as number;
+      if (!imageIndex.has(imageId)) {
+        const reason = `image_id ${imageId} is not the id of any entry of "images": the annotation belongs to no image`;
+        if (!skipBad) throw new BadInputError(reason, `${where}.image_id`);
+        problems.push({ split, origin: where, reason });
+        return;
+      }
+      const list = byImage.get(imageId) ?? [];
       list.push({ ...a, __index: i });
-      byImage.set(a.image_id, list);
+      byImage.set(imageId, list);
     });
 
     const items: SourceItem[] = [];
     const seenKeys = new Map<string, string>();
-    (doc.images as Record<string, unknown>[]).forEach((img, i) => {
+    (doc.images as unknown[]).forEach((img, i) => {
       const where = `${file}: images[${i}]`;
-      if (!isNum(img.id) || typeof img.file_name !== 'string' || !isNum(img.width) || !isNum(img.height)) {
-        const reason = `needs numeric id, width, height and a string file_name, got ${JSON.stringify(img).slice(0, 120)}`;
-        if (!skipBad) throw new BadInputError(reason, where);
-        problems.push({ split, origin: where, reason });
-        return;
+      const skip = (reason: string | BadInputError, member = where) => {
+        if (!skipBad) throw typeof reason === 'string' ? new BadInputError(reason, member) : reason;
+        problems.push({ split, origin: member, reason: typeof reason === 'string' ? reason : reason.message });
+      };
+      if (!isObject(img) || !Number.isInteger(img.id) || typeof img.file_name !== 'string' || !isPositiveInt(img.width) || !isPositiveInt(img.height)) {
+        return skip(`needs an integer id, positive integer width and height and a string file_name, got ${JSON.stringify(img)?.slice(0, 120)}`);
       }
       const fileName = img.file_name;
-      const key = keyFromPath(fileName);
-      const previous = seenKeys.get(key);
-      if (previous !== undefined) {
-        const reason = `duplicate sample key ${key} (also used by ${previous})`;
-        if (!skipBad) throw new BadInputError(reason, `${file}: images[${i}].file_name`);
-        problems.push({ split, origin: `${file}: images[${i}]`, reason });
-        return;
+      let key: string;
+      let imagePath: string;
+      try {
+        imagePath = fs.member(imagesRoot, fileName, `${where}.file_name`);
+        key = sampleKeyFromPath(fileName, `${where}.file_name`);
+      } catch (err) {
+        if (!(err instanceof BadInputError)) throw err;
+        return skip(err, `${where}.file_name`);
       }
+      const previous = seenKeys.get(key);
+      if (previous !== undefined) return skip(`duplicate sample key ${key} (also used by ${previous})`, `${where}.file_name`);
       seenKeys.set(key, fileName);
       const width = img.width, height = img.height;
-      const anns = byImage.get(img.id) ?? [];
-      const imagePath = fs.join(imagesRoot, fileName);
+      const anns = byImage.get(img.id as number) ?? [];
       items.push({
         key,
         origin: fs.label(imagePath),
         async load() {
           const objects = anns.map((a) => cocoObject(a, labelOf, width, height, `${file}: annotations[${a.__index as number}]`));
-          const encoded = await fs.read(imagePath, 'image');
-          return { encoded, declaredSize: [width, height], objects };
+          const encoded = await fs.read(imagePath, 'image', imagesRoot);
+          return { encoded, declaredSize: [width, height], declaredBy: `${where} (width, height)`, objects };
         },
       });
     });

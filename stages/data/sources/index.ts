@@ -1,7 +1,7 @@
 import { BadInputError } from '../../../core/errors.js';
 import type { ArtifactStore } from '../../../core/store/index.js';
 import type { SourceConfig } from '../config.js';
-import { cocoAnnotationFiles, cocoSource } from './coco.js';
+import { cocoAnnotationFilesIn, cocoSource } from './coco.js';
 import { assertDirectory, fingerprintPaths, listFilesRecursive } from './files.js';
 import { isStorePath, localFs, storeFs, type SourceFs } from './fs.js';
 import { imageFolderSource } from './imagefolder.js';
@@ -55,25 +55,29 @@ export async function openSource(source: SourceConfig, skipBad: boolean, store?:
 
 /**
  * A content fingerprint of every local file a source may read, so editing an image or an
- * annotation gives the stage a new cache key. Synthetic sources are fully described by their
- * config. Sources in the store (`store:` paths) are keyed by their key prefixes only: Stage.keyConfig
- * is synchronous and cannot read the store, so a dataset in the store must be treated as
- * immutable (upload a new version under a new prefix).
+ * annotation gives the stage a new cache key. Files are listed and read asynchronously (streamed,
+ * yielding to the event loop between chunks), so a large dataset does not stop heartbeats or
+ * cancellation; symbolic links inside the dataset folder count by their target's bytes. Synthetic
+ * sources are fully described by their config. Sources in the store (`store:` paths) are keyed by
+ * their key prefixes only (reading every object back would cost a download of the dataset), so a
+ * dataset in the store must be treated as immutable (upload a new version under a new prefix).
  */
-export function sourceFingerprint(source: SourceConfig): string | null {
+export async function sourceFingerprint(source: SourceConfig, signal?: AbortSignal): Promise<string | null> {
   if (Object.values(sourcePaths(source)).some(isStorePath)) return null;
   switch (source.kind) {
     case 'synthetic':
       return null;
     case 'coco': {
-      const annotationFiles = cocoAnnotationFiles(source.annotations).map((file) => ({ root: '', file }));
-      assertDirectory(source.images, 'source.images');
-      const images = listFilesRecursive(source.images).map((file) => ({ root: source.images, file }));
-      return fingerprintPaths([...annotationFiles, ...images]);
+      const annotationFiles = (await cocoAnnotationFilesIn(localFs, source.annotations)).map((file) => ({ root: '', file }));
+      await assertDirectory(source.images, 'source.images');
+      const images = (await listFilesRecursive(source.images, { signal })).map((file) => ({ root: source.images, file }));
+      return fingerprintPaths([...annotationFiles, ...images], signal);
     }
     case 'voc':
-    case 'imagefolder':
-      assertDirectory(source.root, 'source.root');
-      return fingerprintPaths(listFilesRecursive(source.root).map((file) => ({ root: source.root, file })));
+    case 'imagefolder': {
+      await assertDirectory(source.root, 'source.root');
+      const skipDir = source.kind === 'imagefolder' ? (name: string) => name === '__MACOSX' : undefined;
+      return fingerprintPaths((await listFilesRecursive(source.root, { signal, skipDir })).map((file) => ({ root: source.root, file })), signal);
+    }
   }
 }

@@ -1,3 +1,4 @@
+import { BadInputError } from '../../../core/errors.js';
 import type { RgbU8 } from '../image.js';
 import type { SampleObject } from '../sample.js';
 
@@ -9,6 +10,8 @@ export interface LoadedItem {
   pixels?: RgbU8;
   /** Width and height the annotation claims; checked against the decoded image. */
   declaredSize?: [number, number];
+  /** Where the annotation claims it (file and member), for the error when the image disagrees. */
+  declaredBy?: string;
   objects: SampleObject[];
   imageLabel?: number;
 }
@@ -35,4 +38,19 @@ export interface DatasetSource {
 export function keyFromPath(path: string): string {
   const noExt = path.replace(/\.[^./\\]+$/, '');
   return noExt.replace(/[\\/.]/g, '_').replace(/[^A-Za-z0-9_-]/g, '-');
+}
+
+/**
+ * keyFromPath for a sample, refusing what would write a sample no reader returns: an empty key, or
+ * one beginning with '__' (WebDataset readers take such members for metadata and skip them, so the
+ * sample would vanish from every later stage). `where` names the file and member it came from.
+ */
+export function sampleKeyFromPath(path: string, where: string): string {
+  // './a.png' and 'a//b.png' name the same files as 'a.png' and 'a/b.png', so they get the same keys.
+  const key = keyFromPath(path.split('/').filter((p) => p !== '' && p !== '.').join('/'));
+  if (key === '') throw new BadInputError(`${JSON.stringify(path)} gives an empty sample key`, where);
+  if (key.startsWith('__')) {
+    throw new BadInputError(`${JSON.stringify(path)} gives the sample key ${key}, which begins with '__': WebDataset readers take such members for metadata and skip them; rename the file`, where);
+  }
+  return key;
 }

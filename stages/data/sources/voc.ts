@@ -3,7 +3,7 @@ import { BadInputError } from '../../../core/errors.js';
 import type { SampleObject } from '../sample.js';
 import { checkBox } from './coco.js';
 import type { SourceFs } from './fs.js';
-import { keyFromPath, type DatasetSource, type SourceItem } from './types.js';
+import { sampleKeyFromPath, type DatasetSource, type SourceItem } from './types.js';
 
 interface VocObject {
   name: string;
@@ -28,21 +28,37 @@ function num(value: unknown, where: string): number {
   return n;
 }
 
-/** Parse one VOC annotation XML, naming the file and element on any problem. */
+function positiveInt(value: unknown, where: string): number {
+  const n = num(value, where);
+  if (!Number.isInteger(n) || n <= 0) throw new BadInputError(`expected a positive whole number of pixels, got ${JSON.stringify(value)}`, where);
+  return n;
+}
+
+/**
+ * Parse one VOC annotation XML, naming the file and element on any problem. A DOCTYPE is refused
+ * outright: VOC files have none, and entity declarations are how XML bombs and external-entity
+ * reads are written.
+ */
 export function parseVocXml(xml: string, file: string): VocAnnotation {
+  if (/<!DOCTYPE|<!ENTITY/i.test(xml)) throw new BadInputError('a DOCTYPE or ENTITY declaration is not allowed in a VOC annotation (entities can expand without bound or read other files)', file);
   const valid = XMLValidator.validate(xml);
   if (valid !== true) throw new BadInputError(`malformed XML at line ${valid.err.line}: ${valid.err.msg}`, file);
-  const doc = parser.parse(xml) as { annotation?: Record<string, unknown> };
-  const ann = doc.annotation;
-  if (!ann) throw new BadInputError('no <annotation> root element', file);
-  if (typeof ann.filename !== 'string' || !ann.filename.trim()) throw new BadInputError(`<filename> is missing or empty`, file);
+  let doc: { annotation?: unknown };
+  try {
+    doc = parser.parse(xml) as { annotation?: unknown };
+  } catch (err) {
+    throw new BadInputError(`cannot parse XML (${(err as Error).message})`, file);
+  }
+  const ann = doc.annotation as Record<string, unknown> | undefined;
+  if (!ann || typeof ann !== 'object') throw new BadInputError('no <annotation> root element', file);
+  if (typeof ann.filename !== 'string' || !ann.filename.trim()) throw new BadInputError(`<filename> is missing, empty or repeated`, `${file}: <filename>`);
   const size = ann.size as Record<string, unknown> | undefined;
-  if (!size) throw new BadInputError('<size> is missing', file);
-  const width = num(size.width, `${file}: <size><width>`);
-  const height = num(size.height, `${file}: <size><height>`);
+  if (!size || typeof size !== 'object') throw new BadInputError('<size> is missing', `${file}: <size>`);
+  const width = positiveInt(size.width, `${file}: <size><width>`);
+  const height = positiveInt(size.height, `${file}: <size><height>`);
   const objects = ((ann.object as Record<string, unknown>[] | undefined) ?? []).map((o, i) => {
     const where = `${file}: <object>[${i}]`;
-    if (typeof o.name !== 'string' || !o.name.trim()) throw new BadInputError('<name> is missing', where);
+    if (!o || typeof o !== 'object' || typeof o.name !== 'string' || !o.name.trim()) throw new BadInputError('<name> is missing', where);
     const b = o.bndbox as Record<string, unknown> | undefined;
     if (!b) throw new BadInputError('<bndbox> is missing', where);
     // VOC corners are 1-based and inclusive: pixel columns xmin..xmax are covered.
@@ -64,7 +80,7 @@ async function vocSplits(fs: SourceFs, root: string, allIds: string[]): Promise<
   if (lists.length === 0) return { train: allIds };
   const out: Record<string, string[]> = {};
   for (const f of lists) {
-    const text = Buffer.from(await fs.read(fs.join(dir, f), 'split list')).toString('utf8');
+    const text = Buffer.from(await fs.read(fs.join(dir, f), 'split list', root)).toString('utf8');
     out[f.replace(/\.txt$/, '')] = text.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
   }
   return out;
@@ -81,7 +97,7 @@ export async function vocSource(fs: SourceFs, root: string, skipBad: boolean): P
     const path = fs.join(annotationsDir, f);
     const file = fs.label(path);
     try {
-      parsed.set(f.replace(/\.xml$/, ''), parseVocXml(Buffer.from(await fs.read(path, 'annotation')).toString('utf8'), file));
+      parsed.set(f.replace(/\.xml$/, ''), parseVocXml(Buffer.from(await fs.read(path, 'annotation', root)).toString('utf8'), file));
     } catch (err) {
       if (!(err instanceof BadInputError) || !skipBad) throw err;
       problems.push({ split: '*', origin: file, reason: err.message });
@@ -102,14 +118,22 @@ export async function vocSource(fs: SourceFs, root: string, skipBad: boolean): P
         problems.push({ split, origin: id, reason });
         continue;
       }
-      const key = keyFromPath(id);
+      let key: string;
+      let imagePath: string;
+      try {
+        imagePath = fs.member(fs.join(root, 'JPEGImages'), ann.filename, `${ann.file}: <filename>`);
+        key = sampleKeyFromPath(id, `${ann.file} (sample id ${id})`);
+      } catch (err) {
+        if (!(err instanceof BadInputError) || !skipBad) throw err;
+        problems.push({ split, origin: ann.file, reason: err.message });
+        continue;
+      }
       if (seen.has(key)) {
         if (!skipBad) throw new BadInputError(`duplicate id ${id}`, listFile);
         problems.push({ split, origin: id, reason: `duplicate id ${id}` });
         continue;
       }
       seen.add(key);
-      const imagePath = fs.join(root, 'JPEGImages', ann.filename);
       items.push({
         key,
         origin: fs.label(imagePath),
@@ -120,7 +144,7 @@ export async function vocSource(fs: SourceFs, root: string, skipBad: boolean): P
             area: (o.bbox[2] - o.bbox[0]) * (o.bbox[3] - o.bbox[1]),
             ...(o.difficult ? { difficult: true } : {}),
           }));
-          return { encoded: await fs.read(imagePath, 'image'), declaredSize: [ann.width, ann.height], objects };
+          return { encoded: await fs.read(imagePath, 'image', root), declaredSize: [ann.width, ann.height], declaredBy: `${ann.file}: <size>`, objects };
         },
       });
     }
