@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { limitMessage } from '../../core/bounds.js';
 import { PRESET_NAMES, presets, type ProposalRecipe } from './presets.js';
 
 const boxFilterSchema = z
@@ -14,7 +15,11 @@ const boxFilterSchema = z
   .partial()
   .strict();
 
-const colourSpace = z.enum(['hsv', 'lab', 'gray', 'hue', 'rgi']);
+/** Upper bounds (core/bounds.ts); each message says what it protects. */
+export const PROPOSAL_LIMITS = { side: 4096, boxes: 100_000, segments: 100_000, workers: 64, checkpointEvery: 1_000_000 } as const;
+const side = () => z.number().int().positive().max(PROPOSAL_LIMITS.side, limitMessage(PROPOSAL_LIMITS.side, 'every image is resampled to this size in memory before segmentation'));
+
+const colourSpace = z.enum(['hsv', 'lab', 'gray', 'hue', 'blue', 'rgi']);
 const strategyName = z.enum(['colour', 'texture', 'size', 'fill']);
 
 /**
@@ -27,11 +32,11 @@ export const proposalConfigSchema = z
     /** Seeds OpenCV-style ranking, CCOP's NMS scores and random boxes; per sample via (seed, key). */
     seed: z.number().int().default(0),
     resize: z
-      .object({ width: z.number().int().positive(), height: z.number().int().positive(), kernel: z.enum(['linear', 'cubic']).default('linear') })
+      .object({ width: side(), height: side(), kernel: z.enum(['linear', 'cubic']).default('linear') })
       .strict()
       .nullable()
       .optional(),
-    maxBoxes: z.number().int().positive().nullable().optional(),
+    maxBoxes: z.number().int().positive().max(PROPOSAL_LIMITS.boxes, limitMessage(PROPOSAL_LIMITS.boxes, 'every box of every image is stored in the proposals shard and read by each training step')).nullable().optional(),
     ranking: z.enum(['random', 'level']).optional(),
     nmsThreshold: z.number().min(0).max(1).nullable().optional(),
     filters: z.array(boxFilterSchema).optional(),
@@ -54,7 +59,7 @@ export const proposalConfigSchema = z
       .optional(),
     slic: z
       .object({
-        nSegments: z.number().int().positive(),
+        nSegments: z.number().int().positive().max(PROPOSAL_LIMITS.segments, limitMessage(PROPOSAL_LIMITS.segments, 'SLIC keeps per-segment state for every segment of an image')),
         compactness: z.number().positive(),
         maxNumIter: z.number().int().nonnegative(),
         sigma: z.number().nonnegative(),
@@ -78,11 +83,18 @@ export const proposalConfigSchema = z
       .partial()
       .strict()
       .optional(),
-    random: z.object({ count: z.number().int().nonnegative(), minPixel: z.number().int().positive() }).partial().strict().optional(),
+    random: z
+      .object({
+        count: z.number().int().nonnegative().max(PROPOSAL_LIMITS.boxes, limitMessage(PROPOSAL_LIMITS.boxes, 'every box of every image is stored in the proposals shard and read by each training step')),
+        minPixel: z.number().int().positive(),
+      })
+      .partial()
+      .strict()
+      .optional(),
     /** Worker threads within a shard; 0 = one per core, 1 = run on the calling thread. Not part of the key. */
-    workers: z.number().int().nonnegative().default(0),
+    workers: z.number().int().nonnegative().max(PROPOSAL_LIMITS.workers, limitMessage(PROPOSAL_LIMITS.workers, 'each worker thread holds its own images and segmentation buffers')).default(0),
     /** Save a resumable checkpoint after this many images. Not part of the key. */
-    checkpointEvery: z.number().int().positive().default(64),
+    checkpointEvery: z.number().int().positive().max(PROPOSAL_LIMITS.checkpointEvery, limitMessage(PROPOSAL_LIMITS.checkpointEvery, 'work lost to a killed worker grows with the interval')).default(64),
   })
   .strict();
 

@@ -1,7 +1,10 @@
 import { BadInputError } from '../../core/errors.js';
-import { gaussianSmoothPlane, opencvRadius, scipyRadius } from './gaussian.js';
+import { gaussianSmoothPlane, scipyRadius } from './gaussian.js';
 import type { RgbImage } from './raster.js';
+import { gaussianBlurF32 } from './opencv-imgproc.js';
 import { argsortNonNegative } from './sorting.js';
+import { stdSort } from './std-sort.js';
+import { float32Bits, float32FromBits } from './float32.js';
 import { UnionFind } from './union-find.js';
 
 /** Float channels stored as separate planes (row-major), values in whatever range the caller chose. */
@@ -77,20 +80,17 @@ export interface SortedPixelGraph {
 
 /** Smooth, build the variant's graph and sort its edges. */
 export function buildSortedGraph(image: RgbImage | PlanarImage, variant: FelzenszwalbVariant, sigma: number): SortedPixelGraph {
-  const skimage = variant === 'skimage';
-  const planar = isRgbImage(image) ? planesFromRgb(image, skimage ? 255 : 1) : { ...image, planes: image.planes.map((p) => Float64Array.from(p)) };
+  if (variant === 'opencv') {
+    // an RgbImage is given to OpenCV as cv2.imread would hold it, B G R (the order of the float
+    // sum in each edge weight, hence its last bit, depends on it)
+    const planar = isRgbImage(image) ? planesFromRgb(image, 1) : image;
+    return buildOpenCvGraph(isRgbImage(image) ? { ...planar, planes: [...planar.planes].reverse() } : planar, sigma);
+  }
+  const planar = isRgbImage(image) ? planesFromRgb(image, 255) : { ...image, planes: image.planes.map((p) => Float64Array.from(p)) };
   const { width, height, planes } = planar;
   if (width < 1 || height < 1 || planes.length === 0) throw new BadInputError(`empty image (${width}x${height}, ${planes.length} channels)`, 'felzenszwalb.image');
-  for (const plane of planes) {
-    if (skimage) gaussianSmoothPlane(plane, width, height, sigma, scipyRadius(sigma), 'reflect');
-    else {
-      // OpenCV clamps sigma <= 0 to 0.001 (no smoothing to speak of) and works in CV_32F.
-      const s = Math.max(sigma, 0.001);
-      gaussianSmoothPlane(plane, width, height, s, opencvRadius(s), 'reflect101');
-      for (let i = 0; i < plane.length; i++) plane[i] = Math.fround(plane[i]!);
-    }
-  }
-  const graph = skimage ? buildEightConnectedGraph(planes, width, height) : buildFourConnectedGraph(planes, width, height);
+  for (const plane of planes) gaussianSmoothPlane(plane, width, height, sigma, scipyRadius(sigma), 'reflect');
+  const graph = buildEightConnectedGraph(planes, width, height);
   const order = argsortNonNegative(graph.cost);
   // Permute once so the merge loops read the edges sequentially instead of through `order`.
   const a = new Int32Array(order.length);
@@ -103,6 +103,85 @@ export function buildSortedGraph(image: RgbImage | PlanarImage, variant: Felzens
     cost[i] = graph.cost[e]!;
   }
   return { width, height, variant, a, b, cost };
+}
+
+/**
+ * cv::ximgproc GraphSegmentation's graph, to the bit: the planes in CV_32F, GaussianBlur with
+ * OpenCV's float kernel (sigma <= 0 becomes 0.001, i.e. no smoothing), then for every pixel in
+ * raster order its up, left, down and right neighbours (so every pair twice) with the float32
+ * Euclidean distance, sorted by the same std::sort (ties end up where OpenCV's end up).
+ */
+function buildOpenCvGraph(image: PlanarImage, sigma: number): SortedPixelGraph {
+  const { width, height } = image;
+  if (width < 1 || height < 1 || image.planes.length === 0) throw new BadInputError(`empty image (${width}x${height}, ${image.planes.length} channels)`, 'felzenszwalb.image');
+  const s = sigma > 0 ? sigma : 0.001;
+  const planes = image.planes.map((p) => gaussianBlurF32(Float32Array.from(p), width, height, s));
+  const C = planes.length;
+  // the weight of a pair does not depend on its direction: compute right and down once
+  const right = new Float32Array(width * height);
+  const down = new Float32Array(width * height);
+  const weight = (p: number, q: number): number => {
+    let total = 0;
+    for (let c = 0; c < C; c++) {
+      const d = Math.fround(planes[c]![p]! - planes[c]![q]!);
+      total = Math.fround(total + Math.fround(d * d));
+    }
+    return Math.fround(Math.sqrt(total));
+  };
+  for (let p = 0, y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++, p++) {
+      if (x + 1 < width) right[p] = weight(p, p + 1);
+      if (y + 1 < height) down[p] = weight(p, p + width);
+    }
+  }
+  // OpenCV's edge list: per pixel its up, left, down and right pair, i.e. every pair twice; the
+  // pair's slot is 2p (right of p) or 2p + 1 (below p)
+  const count = 2 * (height * (width - 1) + (height - 1) * width);
+  const pairOf = new Int32Array(count);
+  const keys = new Int32Array(count);
+  let e = 0;
+  for (let p = 0, y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++, p++) {
+      if (y > 0) {
+        pairOf[e] = 2 * (p - width) + 1;
+        keys[e++] = float32Bits(down[p - width]!);
+      }
+      if (x > 0) {
+        pairOf[e] = 2 * (p - 1);
+        keys[e++] = float32Bits(right[p - 1]!);
+      }
+      if (y + 1 < height) {
+        pairOf[e] = 2 * p + 1;
+        keys[e++] = float32Bits(down[p]!);
+      }
+      if (x + 1 < width) {
+        pairOf[e] = 2 * p;
+        keys[e++] = float32Bits(right[p]!);
+      }
+    }
+  }
+  // weights are >= 0, so their float32 bit patterns sort like the weights
+  stdSort(keys, pairOf);
+  // A pair's second copy can never merge: where its first copy failed (a threshold below w, or
+  // both sets already >= min size) nothing changes before the second, since the sets involved can
+  // only grow by merging along edges of weight >= w, which needs the same thresholds. So the
+  // merge passes only need each pair's first position in OpenCV's order.
+  const seen = new Uint8Array(2 * width * height);
+  const half = count / 2;
+  const a = new Int32Array(half);
+  const b = new Int32Array(half);
+  const cost = new Float64Array(half);
+  let j = 0;
+  for (let i = 0; i < count; i++) {
+    const pair = pairOf[i]!;
+    if (seen[pair]) continue;
+    seen[pair] = 1;
+    const p = pair >> 1;
+    a[j] = p;
+    b[j] = pair & 1 ? p + width : p + 1;
+    cost[j++] = float32FromBits(keys[i]!);
+  }
+  return { width, height, variant: 'opencv', a, b, cost };
 }
 
 /**
@@ -170,46 +249,19 @@ function buildEightConnectedGraph(planes: Float64Array[], width: number, height:
   return { a, b, cost };
 }
 
-/** OpenCV's 4-connected graph in float32 weights (each pair once; OpenCV stores it twice, which only reorders ties). */
-function buildFourConnectedGraph(planes: Float64Array[], width: number, height: number): EdgeList {
-  const count = height * (width - 1) + (height - 1) * width;
-  const a = new Int32Array(count);
-  const b = new Int32Array(count);
-  const cost = new Float64Array(count);
-  let e = 0;
-  for (let y = 0; y < height; y++) {
-    for (let x = 0; x < width; x++) {
-      const p = y * width + x;
-      if (x + 1 < width) {
-        a[e] = p;
-        b[e] = p + 1;
-        cost[e++] = Math.fround(distance(planes, p, p + 1));
-      }
-      if (y + 1 < height) {
-        a[e] = p;
-        b[e] = p + width;
-        cost[e++] = Math.fround(distance(planes, p, p + width));
-      }
-    }
-  }
-  return { a, b, cost };
-}
-
 /** FH merging at one k (in the 0..255 units of `scale`) over a pre-sorted graph. */
 export function segmentSortedGraph(graph: SortedPixelGraph, scale: number, minSize: number): Segmentation {
   if (!(scale >= 0) || !Number.isFinite(scale)) throw new BadInputError(`must be a finite number >= 0 (got ${scale})`, 'felzenszwalb.scale');
-  const { width, height, variant, a, b, cost } = graph;
+  if (graph.variant === 'opencv') return segmentOpenCv(graph, scale, minSize);
+  const { width, height, a, b, cost } = graph;
   const n = width * height;
   const edges = cost.length;
-  // skimage rescales k to the [0,1] value range it works in.
-  const k = variant === 'skimage' ? scale / 255 : scale;
+  // skimage rescales k to the [0,1] value range it works in, keeps Int(C) and compares with
+  // float32(Int + k/|C|).
+  const k = scale / 255;
   const sets = new UnionFind(n);
   const size = new Int32Array(n).fill(1);
-  // Int(C) + k/|C| per root. skimage stores the internal difference and rounds the sum to float32;
-  // OpenCV stores the float32 threshold itself. Both start at k/1.
   const internal = new Float64Array(n);
-  const strict = variant === 'skimage';
-  const usedInMerge = variant === 'opencv' ? new Uint8Array(edges) : null;
   for (let e = 0; e < edges; e++) {
     const ra = sets.find(a[e]!);
     const rb = sets.find(b[e]!);
@@ -217,16 +269,13 @@ export function segmentSortedGraph(graph: SortedPixelGraph, scale: number, minSi
     const w = cost[e]!;
     const thrA = Math.fround(internal[ra]! + k / size[ra]!);
     const thrB = Math.fround(internal[rb]! + k / size[rb]!);
-    if (strict ? !(w < thrA && w < thrB) : !(w <= thrA && w <= thrB)) continue;
+    if (!(w < thrA && w < thrB)) continue;
     const root = sets.unionRoots(ra, rb);
     size[root] = size[ra]! + size[rb]!;
     internal[root] = w;
-    if (usedInMerge) usedInMerge[e] = 1;
   }
   if (minSize > 0) {
     for (let e = 0; e < edges; e++) {
-      // OpenCV zeroes the weight of merged edges and then skips weight-0 edges here.
-      if (usedInMerge && (usedInMerge[e] || cost[e] === 0)) continue;
       const ra = sets.find(a[e]!);
       const rb = sets.find(b[e]!);
       if (ra === rb || (size[ra]! >= minSize && size[rb]! >= minSize)) continue;
@@ -235,5 +284,68 @@ export function segmentSortedGraph(graph: SortedPixelGraph, scale: number, minSi
     }
   }
   const { labels, count } = sets.labels();
+  return { width, height, labels, count };
+}
+
+/**
+ * GraphSegmentationImpl::segmentGraph + filterSmallAreas + finalMapping: thresholds are float32
+ * `w + k/|C|` (starting at k), merge iff w <= both; a merged edge's weight becomes 0, and the
+ * small-region pass skips weight-0 edges; sets are joined by size (which root survives does not
+ * change the partition); labels are numbered by first appearance in raster order.
+ */
+function segmentOpenCv(graph: SortedPixelGraph, scale: number, minSize: number): Segmentation {
+  const { width, height, a, b, cost } = graph;
+  const n = width * height;
+  const edges = cost.length;
+  const k = Math.fround(scale);
+  const parent = new Int32Array(n);
+  for (let i = 0; i < n; i++) parent[i] = i;
+  const size = new Int32Array(n).fill(1);
+  const threshold = new Float32Array(n).fill(k);
+  const find = (i: number): number => {
+    while (parent[i] !== i) {
+      const g = parent[parent[i]!]!;
+      parent[i] = g;
+      i = g;
+    }
+    return i;
+  };
+  const live = new Uint8Array(edges); // 1 = a weight > 0 the small-region pass still looks at
+  for (let e = 0; e < edges; e++) {
+    const w = cost[e]!;
+    const ra = find(a[e]!);
+    const rb = find(b[e]!);
+    if (ra === rb) {
+      live[e] = w > 0 ? 1 : 0;
+      continue;
+    }
+    if (!(w <= threshold[ra]! && w <= threshold[rb]!)) {
+      live[e] = w > 0 ? 1 : 0;
+      continue;
+    }
+    const root = size[ra]! < size[rb]! ? rb : ra;
+    parent[root === ra ? rb : ra] = root;
+    size[root] = size[ra]! + size[rb]!;
+    threshold[root] = Math.fround(w + Math.fround(k / size[root]!));
+  }
+  if (minSize > 0) {
+    for (let e = 0; e < edges; e++) {
+      if (!live[e]) continue;
+      const ra = find(a[e]!);
+      const rb = find(b[e]!);
+      if (ra === rb || (size[ra]! >= minSize && size[rb]! >= minSize)) continue;
+      const root = size[ra]! < size[rb]! ? rb : ra;
+      parent[root === ra ? rb : ra] = root;
+      size[root] = size[ra]! + size[rb]!;
+    }
+  }
+  const labels = new Int32Array(n);
+  const labelOf = new Int32Array(n).fill(-1);
+  let count = 0;
+  for (let i = 0; i < n; i++) {
+    const r = find(i);
+    if (labelOf[r] === -1) labelOf[r] = count++;
+    labels[i] = labelOf[r]!;
+  }
   return { width, height, labels, count };
 }

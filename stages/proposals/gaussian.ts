@@ -2,8 +2,8 @@
  * Separable Gaussian smoothing of one float plane, with the two border rules the references use:
  * - 'reflect'    = scipy.ndimage 'reflect' (half-sample symmetric: d c b a | a b c d), used by
  *                  skimage.filters.gaussian, hence by skimage's felzenszwalb;
- * - 'reflect101' = OpenCV BORDER_REFLECT_101 (d c b | a b c d), GaussianBlur's default, used by
- *                  ximgproc's GraphSegmentation.
+ * - 'reflect101' = OpenCV BORDER_REFLECT_101 (d c b | a b c d), GaussianBlur's and Scharr's
+ *                  default (OpenCV's float32 blur itself is in opencv-imgproc.ts).
  */
 export type BorderMode = 'reflect' | 'reflect101';
 
@@ -39,12 +39,6 @@ export function gaussianTaps(sigma: number, radius: number): Float64Array {
 /** scipy.ndimage.gaussian_filter's radius: int(truncate * sigma + 0.5) with truncate = 4. */
 export function scipyRadius(sigma: number): number {
   return Math.trunc(4 * sigma + 0.5);
-}
-
-/** cv::GaussianBlur's automatic kernel size for float images: cvRound(sigma*4*2 + 1) | 1, as a radius. */
-export function opencvRadius(sigma: number): number {
-  const ksize = Math.round(sigma * 8 + 1) | 1;
-  return (ksize - 1) >> 1;
 }
 
 /** Smooth `plane` (width x height, row-major) in place: along x, then along y. */

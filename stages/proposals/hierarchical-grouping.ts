@@ -1,12 +1,9 @@
+import { f32, float32Bits } from './float32.js';
 import type { InitialRegions } from './region-features.js';
+import { stdSort } from './std-sort.js';
 
-/** The four similarity measures of selective search and their weights in one strategy. */
-export interface SimilarityWeights {
-  colour: number;
-  texture: number;
-  size: number;
-  fill: number;
-}
+/** The four similarity measures of selective search. */
+export type SimilarityMeasure = 'colour' | 'texture' | 'size' | 'fill';
 
 /** A region produced by one grouping: its box [x1, y1, x2, y2) and its hierarchy level (1 = FH region). */
 export interface GroupedRegion {
@@ -15,173 +12,175 @@ export interface GroupedRegion {
 }
 
 /**
- * Max-heap of candidate merges. OpenCV re-sorts its whole similarity vector after every merge
- * (O(R^2 log R) per grouping); a heap with lazy deletion picks the same best pair in O(log R).
- * Ties go to the older entry, a deterministic choice where OpenCV's std::sort is unspecified.
+ * OpenCV's SelectiveSearchSegmentationStrategyMultiple weights: n equal strategies get 1, 0.5,
+ * 0.3333f or 0.25f each (createSelectiveSearchSegmentationStrategyMultiple), summed in float.
  */
-class MergeHeap {
-  private sim: number[] = [];
-  private a: number[] = [];
-  private b: number[] = [];
-  private seq: number[] = [];
-  private counter = 0;
-
-  get size(): number {
-    return this.sim.length;
-  }
-
-  private above(i: number, j: number): boolean {
-    return this.sim[i]! > this.sim[j]! || (this.sim[i] === this.sim[j] && this.seq[i]! < this.seq[j]!);
-  }
-
-  private swap(i: number, j: number): void {
-    for (const arr of [this.sim, this.a, this.b, this.seq]) {
-      const t = arr[i]!;
-      arr[i] = arr[j]!;
-      arr[j] = t;
-    }
-  }
-
-  push(sim: number, a: number, b: number): void {
-    let i = this.sim.length;
-    this.sim.push(sim);
-    this.a.push(a);
-    this.b.push(b);
-    this.seq.push(this.counter++);
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.above(i, parent)) break;
-      this.swap(i, parent);
-      i = parent;
-    }
-  }
-
-  pop(): [number, number] {
-    const top: [number, number] = [this.a[0]!, this.b[0]!];
-    const last = this.sim.length - 1;
-    this.swap(0, last);
-    this.sim.pop();
-    this.a.pop();
-    this.b.pop();
-    this.seq.pop();
-    let i = 0;
-    const n = this.sim.length;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let best = i;
-      if (l < n && this.above(l, best)) best = l;
-      if (r < n && this.above(r, best)) best = r;
-      if (best === i) break;
-      this.swap(i, best);
-      i = best;
-    }
-    return top;
-  }
-}
-
-function intersection(h: Float64Array, i: number, j: number, length: number): number {
-  let s = 0;
-  const oi = i * length;
-  const oj = j * length;
-  for (let k = 0; k < length; k++) {
-    const x = h[oi + k]!;
-    const y = h[oj + k]!;
-    s += x < y ? x : y;
-  }
-  return s;
-}
-
-const clamp01 = (v: number) => (v < 0 ? 0 : v > 1 ? 1 : v);
+const MULTIPLE_WEIGHT = [0, 1, 0.5, 0.3333, 0.25].map(f32);
 
 /**
- * Greedy hierarchical grouping of one FH segmentation with one similarity strategy, following
- * OpenCV ximgproc: repeatedly merge the most similar neighbouring pair; histograms merge as the
- * size-weighted mean using the pre-merge sizes; the merged box is the union; level = max + 1.
+ * Greedy hierarchical grouping of one FH segmentation with one strategy, reproducing OpenCV 4.6
+ * ximgproc (SelectiveSearchSegmentationImpl::hierarchicalGrouping) step for step, because its
+ * choices depend on details that a cleaner algorithm would not share:
+ * - every similarity is float32 arithmetic in OpenCV's order (histogram intersections summed bin
+ *   by bin, `tt += w_i * s_i`, then `tt / sum(w)`), so equal float32 similarities tie exactly;
+ * - the candidate pairs live in a vector that is std::sort-ed (libstdc++ introsort, unstable)
+ *   before every merge, and the pair std::sort leaves last is merged; pairs touching the merged
+ *   regions are erased in vector order and the merged region's pairs appended in the order their
+ *   partners were met, which decides how the next sort orders ties;
+ * - histograms merge as float32 size-weighted means with the pre-merge sizes; a merged region keeps
+ *   the smaller of the two region ids (its histogram row and size slot); the fill measure uses
+ *   bounding-rectangle unions; level = max + 1.
  * Returns all initial regions followed by every merged region (2N-1 when the graph is connected).
  */
-export function groupRegions(initial: InitialRegions, weights: SimilarityWeights, imageSize: number): GroupedRegion[] {
+export function groupRegions(initial: InitialRegions, strategy: readonly SimilarityMeasure[], imageSize: number): GroupedRegion[] {
   const N = initial.count;
-  const capacity = 2 * N - 1;
   const { colourLength: CL, textureLength: TL } = initial;
-  const useColour = weights.colour > 0;
-  const useTexture = weights.texture > 0;
-  const colour = useColour ? new Float64Array(capacity * CL) : new Float64Array(0);
-  const texture = useTexture ? new Float64Array(capacity * TL) : new Float64Array(0);
-  if (useColour) colour.set(initial.colour);
-  if (useTexture) texture.set(initial.texture);
-  const size = new Float64Array(capacity);
-  size.set(initial.size);
+  const useColour = strategy.includes('colour');
+  const useTexture = strategy.includes('texture');
+  const colour = useColour ? Float32Array.from(initial.colour) : new Float32Array(0);
+  const texture = useTexture ? Float32Array.from(initial.texture) : new Float32Array(0);
+  // per working id (0..N-1): size and the fill measure's bounding rectangle
+  const size = Int32Array.from(initial.size);
+  const rect = Int32Array.from(initial.box);
+  // per region (0..2N-2): working id, level, box
+  const capacity = Math.max(1, 2 * N - 1);
+  const regionId = new Int32Array(capacity);
+  const level = new Int32Array(capacity);
   const box = new Int32Array(capacity * 4);
-  box.set(initial.box);
-  const level = new Int32Array(capacity).fill(1);
-  const alive = new Uint8Array(capacity);
-  alive.fill(1, 0, N);
-  const neighbours: Array<Set<number>> = Array.from({ length: N }, () => new Set<number>());
-  const weightSum = weights.colour + weights.texture + weights.size + weights.fill;
+  for (let r = 0; r < N; r++) regionId[r] = r;
+  level.fill(1, 0, N);
+  box.set(initial.box.subarray(0, N * 4));
+  const measures = strategy.map((m) => m);
+  const weight = MULTIPLE_WEIGHT[measures.length] ?? f32(1 / measures.length);
+  let weightTotal = 0;
+  for (let i = 0; i < measures.length; i++) weightTotal = f32(weightTotal + weight);
+  const imageSizeF = f32(imageSize);
 
-  const similarity = (i: number, j: number): number => {
+  const histogramIntersection = (h: Float32Array, length: number, a: number, b: number): number => {
     let s = 0;
-    if (useColour) s += weights.colour * intersection(colour, i, j, CL);
-    if (useTexture) s += weights.texture * intersection(texture, i, j, TL);
-    if (weights.size > 0) s += weights.size * clamp01(1 - (size[i]! + size[j]!) / imageSize);
-    if (weights.fill > 0) {
-      const w = Math.max(box[i * 4 + 2]!, box[j * 4 + 2]!) - Math.min(box[i * 4]!, box[j * 4]!);
-      const h = Math.max(box[i * 4 + 3]!, box[j * 4 + 3]!) - Math.min(box[i * 4 + 1]!, box[j * 4 + 1]!);
-      s += weights.fill * clamp01(1 - (w * h - size[i]! - size[j]!) / imageSize);
+    const oa = a * length;
+    const ob = b * length;
+    for (let k = 0; k < length; k++) {
+      const x = h[oa + k]!;
+      const y = h[ob + k]!;
+      s = f32(s + (y < x ? y : x));
     }
-    return s / weightSum;
+    return s;
+  };
+  const clamp01 = (v: number) => (v > 1 ? 1 : v < 0 ? 0 : v);
+  const similarity = (a: number, b: number): number => {
+    let tt = 0;
+    for (const m of measures) {
+      let s: number;
+      switch (m) {
+        case 'colour':
+          s = histogramIntersection(colour, CL, a, b);
+          break;
+        case 'texture':
+          s = histogramIntersection(texture, TL, a, b);
+          break;
+        case 'size':
+          s = clamp01(f32(1 - f32((size[a]! + size[b]!) / imageSizeF)));
+          break;
+        case 'fill': {
+          const w = Math.max(rect[a * 4 + 2]!, rect[b * 4 + 2]!) - Math.min(rect[a * 4]!, rect[b * 4]!);
+          const h = Math.max(rect[a * 4 + 3]!, rect[b * 4 + 3]!) - Math.min(rect[a * 4 + 1]!, rect[b * 4 + 1]!);
+          s = clamp01(f32(1 - f32((w * h - size[a]! - size[b]!) / imageSizeF)));
+          break;
+        }
+      }
+      tt = f32(tt + f32(weight * s));
+    }
+    return f32(tt / weightTotal);
+  };
+  const mergeHistogram = (h: Float32Array, length: number, a: number, b: number, sa: number, sb: number) => {
+    const oa = a * length;
+    const ob = b * length;
+    const total = sa + sb;
+    for (let k = 0; k < length; k++) {
+      const v = f32(f32(f32(h[oa + k]! * sa) + f32(h[ob + k]! * sb)) / total);
+      h[oa + k] = v;
+      h[ob + k] = v;
+    }
   };
 
-  const heap = new MergeHeap();
-  for (const [i, j] of initial.neighbours) {
-    neighbours[i]!.add(j);
-    neighbours[j]!.add(i);
-    heap.push(similarity(i, j), i, j);
-  }
-  let next = N;
-  while (heap.size > 0) {
-    const [i, j] = heap.pop();
-    if (!alive[i] || !alive[j]) continue; // stale: one side was merged already
-    const t = next++;
-    const si = size[i]!;
-    const sj = size[j]!;
-    if (useColour) mergeHistogram(colour, i, j, t, CL, si, sj);
-    if (useTexture) mergeHistogram(texture, i, j, t, TL, si, sj);
-    size[t] = si + sj;
-    box[t * 4] = Math.min(box[i * 4]!, box[j * 4]!);
-    box[t * 4 + 1] = Math.min(box[i * 4 + 1]!, box[j * 4 + 1]!);
-    box[t * 4 + 2] = Math.max(box[i * 4 + 2]!, box[j * 4 + 2]!);
-    box[t * 4 + 3] = Math.max(box[i * 4 + 3]!, box[j * 4 + 3]!);
-    level[t] = Math.max(level[i]!, level[j]!) + 1;
-    alive[i] = 0;
-    alive[j] = 0;
-    alive[t] = 1;
-    const merged = new Set<number>();
-    for (const n of neighbours[i]!) if (n !== j) merged.add(n);
-    for (const n of neighbours[j]!) if (n !== i) merged.add(n);
-    neighbours[i] = new Set();
-    neighbours[j] = new Set();
-    neighbours[t] = merged;
-    for (const n of merged) {
-      const set = neighbours[n]!;
-      set.delete(i);
-      set.delete(j);
-      set.add(t);
-      heap.push(similarity(t, n), t, n);
+  // the similarity vector: keys (float32 bits) and slots into the pair store pairFrom/pairTo
+  let keys = new Int32Array(Math.max(16, initial.neighbours.length));
+  let slots = new Int32Array(keys.length);
+  let pairFrom = new Int32Array(2 * keys.length);
+  let pairTo = new Int32Array(2 * keys.length);
+  let len = 0;
+  let nextSlot = 0;
+  const push = (from: number, to: number) => {
+    if (nextSlot === pairFrom.length) {
+      pairFrom = grow(pairFrom);
+      pairTo = grow(pairTo);
     }
+    if (len === keys.length) {
+      keys = grow(keys);
+      slots = grow(slots);
+    }
+    const slot = nextSlot++;
+    pairFrom[slot] = from;
+    pairTo[slot] = to;
+    keys[len] = float32Bits(similarity(regionId[from]!, regionId[to]!)); // >= 0: bits order like values
+    slots[len++] = slot;
+  };
+  for (const [i, j] of initial.neighbours) push(i, j);
+
+  let regions = N;
+  const touched = new Int32Array(capacity);
+  while (len > 0) {
+    stdSort(keys, slots, 0, len);
+    const top = slots[--len]!;
+    const pf = pairFrom[top]!;
+    const pt = pairTo[top]!;
+    const idFrom = regionId[pf]!;
+    const idTo = regionId[pt]!;
+    const t = regions++;
+    regionId[t] = Math.min(idFrom, idTo);
+    level[t] = Math.max(level[pf]!, level[pt]!) + 1;
+    box[t * 4] = Math.min(box[pf * 4]!, box[pt * 4]!);
+    box[t * 4 + 1] = Math.min(box[pf * 4 + 1]!, box[pt * 4 + 1]!);
+    box[t * 4 + 2] = Math.max(box[pf * 4 + 2]!, box[pt * 4 + 2]!);
+    box[t * 4 + 3] = Math.max(box[pf * 4 + 3]!, box[pt * 4 + 3]!);
+    const sFrom = size[idFrom]!;
+    const sTo = size[idTo]!;
+    if (useColour) mergeHistogram(colour, CL, idFrom, idTo, sFrom, sTo);
+    if (useTexture) mergeHistogram(texture, TL, idFrom, idTo, sFrom, sTo);
+    for (let k = 0; k < 2; k++) {
+      rect[idFrom * 4 + k] = rect[idTo * 4 + k] = Math.min(rect[idFrom * 4 + k]!, rect[idTo * 4 + k]!);
+      rect[idFrom * 4 + 2 + k] = rect[idTo * 4 + 2 + k] = Math.max(rect[idFrom * 4 + 2 + k]!, rect[idTo * 4 + 2 + k]!);
+    }
+    size[idFrom] = sFrom + sTo;
+    size[idTo] = sFrom + sTo;
+    // erase the pairs touching either region (order kept), noting their partners in order met
+    let touchedCount = 0;
+    let w = 0;
+    for (let r = 0; r < len; r++) {
+      const slot = slots[r]!;
+      const a = pairFrom[slot]!;
+      const b = pairTo[slot]!;
+      if (a === pf || b === pf || a === pt || b === pt) {
+        const other = a === pf || a === pt ? b : a;
+        let seen = false;
+        for (let q = 0; q < touchedCount; q++) if (touched[q] === other) seen = true;
+        if (!seen) touched[touchedCount++] = other;
+      } else {
+        keys[w] = keys[r]!;
+        slots[w++] = slot;
+      }
+    }
+    len = w;
+    for (let q = 0; q < touchedCount; q++) push(t, touched[q]!);
   }
   const out: GroupedRegion[] = [];
-  for (let r = 0; r < next; r++) {
-    out.push({ box: [box[r * 4]!, box[r * 4 + 1]!, box[r * 4 + 2]!, box[r * 4 + 3]!], level: level[r]! });
-  }
+  for (let r = 0; r < regions; r++) out.push({ box: [box[r * 4]!, box[r * 4 + 1]!, box[r * 4 + 2]!, box[r * 4 + 3]!], level: level[r]! });
   return out;
 }
 
-function mergeHistogram(h: Float64Array, i: number, j: number, t: number, length: number, si: number, sj: number): void {
-  const inv = 1 / (si + sj);
-  const oi = i * length;
-  const oj = j * length;
-  const ot = t * length;
-  for (let k = 0; k < length; k++) h[ot + k] = (h[oi + k]! * si + h[oj + k]! * sj) * inv;
+function grow<T extends Int32Array>(a: T): T {
+  const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+  b.set(a);
+  return b;
 }

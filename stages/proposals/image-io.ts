@@ -1,5 +1,6 @@
 import sharp from 'sharp';
 import { BadInputError } from '../../core/errors.js';
+import { resizeLinear8u } from './opencv-imgproc.js';
 import type { RgbImage } from './raster.js';
 
 export type { RgbImage } from './raster.js';
@@ -38,13 +39,16 @@ export async function decodeImage(bytes: Uint8Array, where = 'image'): Promise<R
 
 /**
  * Resize to exactly width x height (aspect ratio NOT kept, as DETReg's `cv2.resize(img, (128,128))`
- * and R2O's 224x224 squash do). `kernel` picks the filter: OpenCV's default for cv2.resize is
- * bilinear, R2O's torchvision resize is bicubic.
+ * and R2O's 224x224 squash do). `kernel` picks the filter:
+ * - 'linear': cv2.resize's default INTER_LINEAR, reproduced byte for byte (resizeLinear8u; the
+ *   DETReg preset follows that call, and sharp's bilinear differs in most bytes);
+ * - 'cubic': sharp's bicubic, for R2O's torchvision (PIL) resize.
  */
 export async function resizeImage(image: RgbImage, width: number, height: number, kernel: 'linear' | 'cubic' = 'linear'): Promise<RgbImage> {
   if (image.width === width && image.height === height) return image;
+  if (kernel === 'linear') return { width, height, channels: 3, data: resizeLinear8u(image.data, image.width, image.height, 3, width, height) };
   const { data, info } = await sharp(image.data, { raw: { width: image.width, height: image.height, channels: 3 } })
-    .resize(width, height, { fit: 'fill', kernel: kernel === 'linear' ? 'linear' : 'cubic' })
+    .resize(width, height, { fit: 'fill', kernel: 'cubic' })
     .raw()
     .toBuffer({ resolveWithObject: true });
   return { width: info.width, height: info.height, channels: 3, data: new Uint8Array(data.buffer, data.byteOffset, data.length) };

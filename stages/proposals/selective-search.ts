@@ -3,12 +3,12 @@ import type { Rng } from '../../core/rng.js';
 import type { Box } from './boxes.js';
 import { swapRedBlue, toColourSpace, type SelectiveSearchColourSpace } from './colour-spaces.js';
 import { buildSortedGraph, segmentSortedGraph } from './felzenszwalb.js';
-import { groupRegions, type GroupedRegion, type SimilarityWeights } from './hierarchical-grouping.js';
+import { groupRegions, type GroupedRegion, type SimilarityMeasure } from './hierarchical-grouping.js';
 import { assertRgbImage, type RgbImage } from './raster.js';
 import { describeRegions, pixelBins } from './region-features.js';
 
 export type SelectiveSearchMode = 'single' | 'fast' | 'quality';
-export type SimilarityStrategyName = 'colour' | 'texture' | 'size' | 'fill';
+export type SimilarityStrategyName = SimilarityMeasure;
 
 export interface SelectiveSearchOptions {
   mode?: SelectiveSearchMode;
@@ -44,24 +44,17 @@ export function modeSettings(mode: SelectiveSearchMode, o: SelectiveSearchOption
     case 'fast':
       return { colourSpaces: ['hsv', 'lab'], ks: [baseK, baseK + incK, baseK + 2 * incK], strategies: [all, tsf] };
     case 'quality':
+      // OpenCV means HSV, Lab, gray, hue and rgI, but its hue image is the first plane of
+      // split(hsv, channel) and the next split(base_image, channel) writes the blue plane into that
+      // same buffer: the fourth image it segments is the B plane. Reproduced as such.
       return {
-        colourSpaces: ['hsv', 'lab', 'gray', 'hue', 'rgi'],
+        colourSpaces: ['hsv', 'lab', 'gray', 'blue', 'rgi'],
         ks: [0, 1, 2, 3, 4].map((i) => baseK + i * incK),
         strategies: [all, tsf, ['fill'], ['size']],
       };
     default:
       throw new BadInputError(`unknown mode ${JSON.stringify(mode)} (use single, fast or quality)`, 'selectiveSearch.mode');
   }
-}
-
-function weightsOf(strategy: SimilarityStrategyName[]): SimilarityWeights {
-  const w = 1 / strategy.length;
-  return {
-    colour: strategy.includes('colour') ? w : 0,
-    texture: strategy.includes('texture') ? w : 0,
-    size: strategy.includes('size') ? w : 0,
-    fill: strategy.includes('fill') ? w : 0,
-  };
 }
 
 export interface SelectiveSearchResult {
@@ -85,7 +78,8 @@ export function selectiveSearch(image: RgbImage, options: SelectiveSearchOptions
   const settings = modeSettings(mode, options);
   const colourSpaces = options.colourSpaces ?? settings.colourSpaces;
   const strategies = options.strategies ?? settings.strategies;
-  const sigma = options.sigma ?? 0.8;
+  // OpenCV takes sigma as a float (switchToSelectiveSearchFast(int, int, float)) and widens it
+  const sigma = Math.fround(options.sigma ?? 0.8);
   const minSize = options.minSize ?? 100;
   for (const k of settings.ks) if (!(k >= 0)) throw new BadInputError(`k values must be >= 0 (got ${k})`, 'selectiveSearch.baseK');
   if (strategies.length === 0 || strategies.some((s) => s.length === 0)) throw new BadInputError('need at least one non-empty strategy', 'selectiveSearch.strategies');
@@ -103,7 +97,7 @@ export function selectiveSearch(image: RgbImage, options: SelectiveSearchOptions
       const seg = segmentSortedGraph(graph, k, minSize);
       const initial = describeRegions(seg, bins);
       for (const strategy of strategies) {
-        regions.push(...groupRegions(initial, weightsOf(strategy), imageSize));
+        regions.push(...groupRegions(initial, strategy, imageSize));
         groupings++;
       }
     }

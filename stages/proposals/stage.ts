@@ -68,7 +68,9 @@ function segmentPartKey(prefix: string, sampleKey: string): string {
  */
 export const proposalStage: Stage<ProposalInputs, ProposalConfig, ProposalResult> = {
   name: 'proposals',
-  version: '1',
+  // 2: selective search box-exact against OpenCV 4.6 (Lab, FH, texture, grouping ties) and the
+  // 'linear' resize equal to cv2.resize INTER_LINEAR (issue #18)
+  version: '2',
   keyConfig(config) {
     const parsed = proposalConfigSchema.parse(config);
     // the resolved recipe, so equivalent configs share outputs; workers/checkpointEvery do not change results
