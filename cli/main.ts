@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { stringify } from 'yaml';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { BadInputError } from '../core/errors.js';
@@ -8,7 +9,9 @@ import { BACKEND_CHOICES, type BackendChoice } from '../core/tf.js';
 import { applyLocalS3Defaults, projectRoot, readServices, temporalUiLink } from './env.js';
 import { connectClient } from './client.js';
 import { down, up } from './services.js';
-import { describeRun, listRuns, resumeRun, runEvents, startRun, type RunStatus } from './runs.js';
+import { describeRun, listRuns, resumeRun, startRun, type RunStatus } from './runs.js';
+import { stageOutputs, type StageOutput } from './history.js';
+import { artifactLines, registerOutputCommands } from './outputs.js';
 import { followRun } from './progress.js';
 import { registerSuiteCommands } from './suite.js';
 import { registerScheduleCommands } from './schedule.js';
@@ -21,6 +24,8 @@ program
   .name('densepipe')
   .description('Launch, resume and regression-test reproductions of dense self-supervised pretraining on Temporal and S3.')
   .option('--json', 'machine-readable output');
+// Every subcommand's --help lists --json (and any other global option) too.
+program.configureHelp({ showGlobalOptions: true });
 
 const json = () => Boolean(program.opts().json);
 const print = (human: string, data: unknown) => process.stdout.write(json() ? `${JSON.stringify(data, null, 2)}\n` : `${human}\n`);
@@ -33,7 +38,7 @@ function localPathOf(url: string | undefined): string | undefined {
   return existsSync(path) ? path : undefined;
 }
 
-function describeStatus(s: RunStatus, uiUrl: string, namespace: string): string {
+function describeStatus(s: RunStatus, uiUrl: string, namespace: string, artifacts: StageOutput[] = []): string {
   const lines = [`run ${s.workflowId}: ${s.status}`, `  ui: ${temporalUiLink(uiUrl, namespace, s.workflowId)}`];
   for (const st of s.progress?.stages ?? []) {
     const parts = st.parts > 1 ? ` ${st.partsDone}/${st.parts}` : '';
@@ -59,6 +64,7 @@ function describeStatus(s: RunStatus, uiUrl: string, namespace: string): string 
     if (quality.length) lines.push(`  ${'metric'.padEnd(22)}${columns.map(([label]) => label.padStart(12)).join('')}`);
     for (const k of quality) lines.push(`  ${k.padEnd(22)}${columns.map(([, m]) => cell(m[k])).join('')}`);
   }
+  lines.push(...artifactLines(artifacts));
   return lines.join('\n');
 }
 
@@ -149,7 +155,7 @@ program
   .option('--set <key=value...>', 'override config fields', [])
   .action(async (file: string, o) => {
     const { config, hash } = await loadRunConfig(file, parseOverrides(o.set));
-    print(`${file}: valid (config hash ${hash})`, { valid: true, hash, config });
+    print(`# ${file}: valid (config hash ${hash}); the config with every default filled in:\n${stringify(config).trimEnd()}`, { valid: true, hash, config });
   });
 
 program
@@ -175,13 +181,18 @@ program
 
 program
   .command('status')
-  .description('show a run: stages, live progress, result or failure')
+  .description('show a run: stages, live progress, result or failure, and each stage output as a URI with its role')
   .argument('<run>', 'workflow id')
   .action(async (id: string) => {
     const { client, conn, close } = await connectClient();
     try {
       const s = await describeRun(client, id);
-      print(describeStatus(s, conn.uiUrl, conn.namespace), s);
+      // Not for a suite run (its members are runs of their own); an unreadable history leaves the list out.
+      const artifacts = await client.workflow
+        .getHandle(id)
+        .fetchHistory()
+        .then(stageOutputs, () => []);
+      print(describeStatus(s, conn.uiUrl, conn.namespace, artifacts), { ...s, artifacts });
     } finally {
       await close();
     }
@@ -201,20 +212,6 @@ program
         ? rows.map((r) => `${r.workflowId.padEnd(44)} ${r.status.padEnd(10)} ${(r.method ?? '').padEnd(10)} ${(r.dataset ?? '').padEnd(16)} ${r.configHash ?? ''} ${r.startTime.toISOString()}`).join('\n')
         : 'no runs';
       print(human, rows);
-    } finally {
-      await close();
-    }
-  });
-
-program
-  .command('logs')
-  .description("a run's event log: activities, workers, attempts and failures")
-  .argument('<run>')
-  .action(async (id: string) => {
-    const { client, close } = await connectClient();
-    try {
-      const lines = await runEvents(client, id);
-      print(lines.join('\n'), lines);
     } finally {
       await close();
     }
@@ -260,6 +257,8 @@ program
 registerSuiteCommands(program, { json, print });
 registerScheduleCommands(program, { json, print });
 registerBaselineCommands(program, { json, print });
+// Artifacts, logs, export, TensorBoard (issue #19).
+registerOutputCommands(program, { json, print });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   const e = err as Error;

@@ -13,6 +13,7 @@ import {
   type ReproductionProgress,
   type ReproductionResult,
 } from '../workflows/types.js';
+import { formatEvent, historyEvents } from './history.js';
 
 const attr = {
   method: defineSearchAttributeKey(SEARCH_ATTRIBUTES.method, SearchAttributeType.KEYWORD),
@@ -145,40 +146,8 @@ export async function listRuns(client: Client, query = `WorkflowType = '${WORKFL
   return rows;
 }
 
-/** A readable event log of a run: what ran where, when, how many attempts, and why things failed. */
+/** A readable event log of a run: each activity event with its role and part, where it ran, attempts and failures, in time order. */
 export async function runEvents(client: Client, workflowId: string): Promise<string[]> {
   const history = await client.workflow.getHandle(workflowId).fetchHistory();
-  const scheduled = new Map<string, string>();
-  const lines: string[] = [];
-  for (const ev of history.events ?? []) {
-    const t = ev.eventTime?.seconds ? new Date(Number(ev.eventTime.seconds) * 1000).toISOString().replace('T', ' ').slice(0, 19) : '';
-    const id = String(ev.eventId);
-    if (ev.activityTaskScheduledEventAttributes) {
-      const a = ev.activityTaskScheduledEventAttributes;
-      scheduled.set(id, `${a.activityType?.name} [${a.taskQueue?.name}]`);
-      lines.push(`${t}  scheduled  ${a.activityType?.name} on queue ${a.taskQueue?.name}`);
-    } else if (ev.activityTaskStartedEventAttributes) {
-      const a = ev.activityTaskStartedEventAttributes;
-      lines.push(`${t}  started    ${scheduled.get(String(a.scheduledEventId))} by ${a.identity} (attempt ${a.attempt})`);
-    } else if (ev.activityTaskCompletedEventAttributes) {
-      lines.push(`${t}  completed  ${scheduled.get(String(ev.activityTaskCompletedEventAttributes.scheduledEventId))}`);
-    } else if (ev.activityTaskFailedEventAttributes) {
-      const a = ev.activityTaskFailedEventAttributes;
-      lines.push(`${t}  FAILED     ${scheduled.get(String(a.scheduledEventId))}: ${a.failure?.message}`);
-    } else if (ev.activityTaskTimedOutEventAttributes) {
-      const a = ev.activityTaskTimedOutEventAttributes;
-      lines.push(`${t}  TIMED OUT  ${scheduled.get(String(a.scheduledEventId))}: ${a.failure?.message ?? ''}`);
-    } else if (ev.workflowExecutionStartedEventAttributes) {
-      lines.push(`${t}  run started`);
-    } else if (ev.workflowExecutionCompletedEventAttributes) {
-      lines.push(`${t}  run completed`);
-    } else if (ev.workflowExecutionFailedEventAttributes) {
-      lines.push(`${t}  run FAILED: ${ev.workflowExecutionFailedEventAttributes.failure?.message}`);
-    } else if (ev.workflowExecutionCanceledEventAttributes) {
-      lines.push(`${t}  run cancelled`);
-    } else if (ev.workflowExecutionTerminatedEventAttributes) {
-      lines.push(`${t}  run terminated: ${ev.workflowExecutionTerminatedEventAttributes.reason ?? ''}`);
-    }
-  }
-  return lines;
+  return historyEvents(history).map(formatEvent);
 }

@@ -6,16 +6,23 @@
  * Metrics go to the store as JSON (flat names such as 'knn.top1', 'semseg.mIoU'), with per-class
  * tables and per-image predictions beside them. Trained heads checkpoint every epoch, so a
  * retried activity resumes where the last one stopped and finishes with the same numbers.
+ * TensorBoard: each trained head's per-epoch loss and time (`<task>/loss`, `<task>/secondsPerEpoch`,
+ * by epoch) while it trains, and every final metric (`metrics/<name>`), go to
+ * `<output prefix>/tensorboard/` in the store (one file per attempt).
  */
 import { z } from 'zod';
+import { limitMessage } from '../../core/bounds.js';
 import { BadInputError } from '../../core/errors.js';
 import { joinKey, putJson } from '../../core/store/index.js';
 import type { Stage, StageRef, StageRunContext } from '../../core/stage.js';
+import { StoreEventWriter, tensorboardPrefix } from '../../core/tfevents.js';
 import { initBackend, tf } from '../../core/tf.js';
 import type { ResNet } from '../engine/resnet.js';
 import { extractFeatures, loadBackbone, type Features } from './backbone.js';
 import { detectionConfigSchema } from './detection/config.js';
 import { runDetectionTask } from './detection/task.js';
+import { detrConfigSchema } from './detr/config.js';
+import { runDetrTask } from './detr/task.js';
 import { labelSubset, loadEvalSplit, type DatasetRefResult, type EvalSample } from './eval-data.js';
 import { knnClassify } from './knn.js';
 import { linearProbe } from './linear-probe.js';
@@ -24,6 +31,7 @@ import { predictSegmentation, trainSemanticSegmentation } from './semseg.js';
 import { encodeVariables, restoreVariables } from './tensor-state.js';
 import type { EpochCheckpointer } from './training.js';
 import { evaluateUnsupervisedSegmentation } from './unsup-seg.js';
+import { repeatSeeds, runOverSeeds, type SeedMetrics } from './repeats.js';
 
 export { cocoEvaluate, defaultCocoParams, COCO_STAT_NAMES } from './metrics/coco-eval.js';
 export type { CocoDetection, CocoGroundTruth, CocoEvalResult } from './metrics/coco-eval.js';
@@ -35,10 +43,14 @@ export { knnClassify } from './knn.js';
 export { kmeans } from './kmeans.js';
 export { labelSubset } from './eval-data.js';
 
-export const EVALUATION_TASKS = ['knn', 'linear', 'semseg', 'detection', 'unsup-seg'] as const;
+export const EVALUATION_TASKS = ['knn', 'linear', 'semseg', 'detection', 'unsup-seg', 'detr'] as const;
 export type EvaluationTask = (typeof EVALUATION_TASKS)[number];
 /** Tasks this version runs (all of EVALUATION_TASKS; validate() refuses any other). */
-export const IMPLEMENTED_TASKS: readonly EvaluationTask[] = ['knn', 'linear', 'semseg', 'unsup-seg', 'detection'];
+export const IMPLEMENTED_TASKS: readonly EvaluationTask[] = ['knn', 'linear', 'semseg', 'unsup-seg', 'detection', 'detr'];
+
+/** Upper bounds (core/bounds.ts) of fields the schema did not bound yet; each message says what it protects. */
+const EVAL_LIMITS = { epochs: 1000, k: 10_000, hidden: 8192, clusters: 1000, repeats: 20 } as const;
+const epochsField = () => z.number().int().min(1).max(EVAL_LIMITS.epochs, limitMessage(EVAL_LIMITS.epochs, 'the evaluation activity runs every epoch in one attempt'));
 
 const sgdSchema = {
   batchSize: z.number().int().min(1).max(4096),
@@ -60,6 +72,12 @@ export const evaluationConfigSchema = z
     /** Fraction of the training split's labels used (1 %, 10 % label-scarce regimes), fixed by `seed`. */
     labelFraction: z.number().gt(0).max(1).default(1),
     seed: z.number().int().min(0).default(0),
+    /**
+     * Evaluate this many times, with seeds seed, seed + 1, … (heads, k-means, label subset, and the
+     * random-init baseline's backbone): metrics are the means, the result's `seedMetrics` the
+     * per-seed values, so a report can show the evaluation's seed noise (repeats.ts).
+     */
+    repeats: z.number().int().min(1).max(EVAL_LIMITS.repeats, limitMessage(EVAL_LIMITS.repeats, 'every repeat is a whole evaluation in one activity')).default(1),
     featureBatchSize: z.number().int().min(1).max(1024).default(32),
     backbone: z
       .object({
@@ -68,16 +86,22 @@ export const evaluationConfigSchema = z
       })
       .strict()
       .prefault({}),
-    knn: z.object({ k: z.number().int().min(1).default(20), temperature: z.number().positive().default(0.07) }).strict().prefault({}),
+    knn: z
+      .object({
+        k: z.number().int().min(1).max(EVAL_LIMITS.k, limitMessage(EVAL_LIMITS.k, 'the k nearest neighbours of every query are sorted and weighed in memory')).default(20),
+        temperature: z.number().positive().default(0.07),
+      })
+      .strict()
+      .prefault({}),
     linear: z
-      .object({ epochs: z.number().int().min(1).default(30), ...sgdSchema, batchSize: sgdSchema.batchSize.default(64), lr: sgdSchema.lr.default(0.1) })
+      .object({ epochs: epochsField().default(30), ...sgdSchema, batchSize: sgdSchema.batchSize.default(64), lr: sgdSchema.lr.default(0.1) })
       .strict()
       .prefault({}),
     semseg: z
       .object({
         mode: z.enum(['frozen', 'finetune']).default('frozen'),
-        hidden: z.number().int().min(1).default(64),
-        epochs: z.number().int().min(1).default(10),
+        hidden: z.number().int().min(1).max(EVAL_LIMITS.hidden, limitMessage(EVAL_LIMITS.hidden, 'the head\'s activations at full feature-map resolution are held in memory')).default(64),
+        epochs: epochsField().default(10),
         ...sgdSchema,
         batchSize: sgdSchema.batchSize.default(16),
         lr: sgdSchema.lr.default(0.02),
@@ -87,10 +111,12 @@ export const evaluationConfigSchema = z
       .prefault({}),
     /** FCOS-style detector (stages/downstream/detection). */
     detection: detectionConfigSchema.prefault({}),
+    /** DETR fine-tuning (stages/downstream/detr): the whole detector, from a pretraining run's exported one or from scratch. */
+    detr: detrConfigSchema.prefault({}),
     unsupSeg: z
       .object({
         /** Clusters per image; 'segments' = as many as the image has ground-truth segments (objects + background). */
-        clusters: z.union([z.number().int().min(1), z.literal('segments')]).default('segments'),
+        clusters: z.union([z.number().int().min(1).max(EVAL_LIMITS.clusters, limitMessage(EVAL_LIMITS.clusters, 'k-means cost grows with the clusters per image')), z.literal('segments')]).default('segments'),
       })
       .strict()
       .prefault({}),
@@ -102,7 +128,7 @@ export type EvaluationConfig = z.infer<typeof evaluationConfigSchema>;
 export interface EvalInputs {
   dataset: StageRef<DatasetRefResult>;
   /** null = the random-init baseline. */
-  backbone: StageRef<{ backboneKey: string; backbone?: unknown }> | null;
+  backbone: StageRef<{ backboneKey: string; backbone?: unknown; exports?: Record<string, string> }> | null;
 }
 
 export interface EvaluationResult {
@@ -110,6 +136,8 @@ export interface EvaluationResult {
   metricsKey: string;
   perClassKey?: string;
   predictionsKey?: string;
+  /** With `repeats` > 1: each seed's value of every quality metric (`metrics` holds their means). */
+  seedMetrics?: SeedMetrics;
 }
 
 interface TaskOutcome {
@@ -129,7 +157,11 @@ interface CheckpointMeta {
 
 export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResult> = {
   name: 'evaluate',
+  // Not bumped for the TensorBoard event files (per-epoch head losses, final metrics): the metrics are unchanged and
+  // older outputs simply lack the events.
   version: '1',
+  // The `detr` block enters the key only when the task runs, so adding it left every other evaluation's key as it was.
+  keyConfig: ({ detr, ...rest }) => (rest.tasks.includes('detr') ? { ...rest, detr } : rest),
   validate(inputs, config) {
     if (!inputs?.dataset?.result?.splits) throw new BadInputError('dataset ref has no splits', 'inputs.dataset');
     for (const split of [config.trainSplit, config.evalSplit]) {
@@ -143,7 +175,8 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
   },
   async run(ctx, inputs, config) {
     await initBackend('auto');
-    return runEvaluation(ctx, inputs, config);
+    if (config.repeats === 1) return runEvaluation(ctx, inputs, config);
+    return runOverSeeds(ctx, repeatSeeds(config.seed, config.repeats), (sub, seed) => runEvaluation(sub, inputs, { ...config, seed, repeats: 1 }));
   },
 };
 
@@ -163,6 +196,7 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
   const maxSamples = config.maxSamplesPerSplit || undefined;
   const arch = archOf(inputs, config);
   const backboneKey = inputs.backbone?.result.backboneKey ?? null;
+  const detectorKey = inputs.backbone?.result.exports?.detector ?? null;
 
   ctx.progress({ fraction: 0, message: `loading ${config.trainSplit}/${config.evalSplit}` });
   const trainAll = await loadEvalSplit(ctx.store, inputs.dataset.result, config.trainSplit, config.imageSize, { maxSamples, signal: ctx.signal });
@@ -186,6 +220,7 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
   };
 
   const tasks = [...new Set(config.tasks)];
+  const events = new StoreEventWriter(ctx.store, tensorboardPrefix(ctx.outputPrefix), { attempt: ctx.attempt });
   const checkpointerFor = (task: string): EpochCheckpointer => ({
     async load() {
       if (!latest || meta.task !== task || !latest.files.includes(`${task}.safetensors`)) return null;
@@ -201,10 +236,15 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
   try {
     for (const [i, task] of tasks.entries()) {
       if (completed[task]) continue;
-      const report = (fraction: number, message: string, metrics?: Record<string, number>) =>
+      const report = (fraction: number, message: string, metrics?: Record<string, number>, epoch?: number) => {
         ctx.progress({ fraction: (i + fraction) / tasks.length, message: `${task}: ${message}`, metrics });
+        if (metrics && epoch !== undefined) {
+          events.scalars(Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`${task}/${k}`, v])), epoch);
+          void events.flush().catch((err: unknown) => ctx.log(`evaluate: TensorBoard events not uploaded: ${(err as Error).message}`));
+        }
+      };
       report(0, 'start');
-      const outcome = await runTask(task, { ctx, config, classes, model, arch, backboneKey, train, evalSamples: evalSplit.samples, features, checkpointer: checkpointerFor(task), report });
+      const outcome = await runTask(task, { ctx, config, classes, model, arch, backboneKey, detectorKey, train, evalSamples: evalSplit.samples, features, checkpointer: checkpointerFor(task), report });
       if (featureSeconds > 0) outcome.metrics['features.imagesPerSecond'] = (train.length + evalSplit.samples.length) / featureSeconds;
       completed[task] = outcome;
       // Record the finished task so a retry after this point does not redo it.
@@ -212,6 +252,7 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
     }
   } finally {
     model.dispose();
+    await events.flush(true).catch((err: unknown) => ctx.log(`evaluate: TensorBoard events not uploaded: ${(err as Error).message}`));
   }
 
   const metrics: Record<string, number> = { 'eval.trainSamples': train.length, 'eval.evalSamples': evalSplit.samples.length, 'eval.labelFraction': config.labelFraction };
@@ -223,6 +264,8 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
     if (o.perClass) perClass[task] = o.perClass;
     if (o.predictions) predictions[task] = o.predictions;
   }
+  events.scalars(Object.fromEntries(Object.entries(metrics).map(([k, v]) => [`metrics/${k}`, v])), 0);
+  await events.close().catch((err: unknown) => ctx.log(`evaluate: TensorBoard events not uploaded: ${(err as Error).message}`));
   const metricsKey = joinKey(ctx.outputPrefix, 'metrics.json');
   const perClassKey = joinKey(ctx.outputPrefix, 'per-class.json');
   const predictionsKey = joinKey(ctx.outputPrefix, 'predictions.json');
@@ -249,11 +292,14 @@ interface TaskContext {
   model: ResNet;
   arch: string;
   backboneKey: string | null;
+  /** The pretraining run's exported detector (UP-DETR's `exports.detector`), for the 'detr' task. */
+  detectorKey: string | null;
   train: EvalSample[];
   evalSamples: EvalSample[];
   features(): { train: Features; eval: Features };
   checkpointer: EpochCheckpointer;
-  report(fraction: number, message: string, metrics?: Record<string, number>): void;
+  /** Progress; with `epoch`, the metrics also go to TensorBoard as `<task>/<name>` at that epoch. */
+  report(fraction: number, message: string, metrics?: Record<string, number>, epoch?: number): void;
 }
 
 async function runTask(task: EvaluationTask, t: TaskContext): Promise<TaskOutcome> {
@@ -268,6 +314,8 @@ async function runTask(task: EvaluationTask, t: TaskContext): Promise<TaskOutcom
       return runUnsupSeg(t);
     case 'detection':
       return runDetection(t);
+    case 'detr':
+      return runDetr(t);
     default:
       throw new BadInputError(`task '${task}' is not implemented`, 'evaluation.tasks');
   }
@@ -313,7 +361,7 @@ async function runLinear(t: TaskContext): Promise<TaskOutcome> {
     seed: t.config.seed,
     checkpointer: t.checkpointer,
     signal: t.ctx.signal,
-    onEpoch: (epoch, loss, seconds) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds }),
+    onEpoch: (epoch, loss, seconds, extra?: { lr: number; imagesPerSecond: number }) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
   });
   return classificationOutcome('linear', t, ev.idx, ev.y, result.predictions, {
     'linear.finalLoss': result.finalLoss,
@@ -339,7 +387,7 @@ async function runSemseg(t: TaskContext): Promise<TaskOutcome> {
       seed: t.config.seed,
       checkpointer: t.checkpointer,
       signal: t.ctx.signal,
-      onEpoch: (epoch, loss, seconds) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds }),
+      onEpoch: (epoch, loss, seconds, extra?: { lr: number; imagesPerSecond: number }) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
     });
     const t0 = performance.now();
     const preds = predictSegmentation(model, head, evalSamples.map((s) => s.pixels), size, t.config.featureBatchSize);
@@ -406,7 +454,25 @@ async function runDetection(t: TaskContext): Promise<TaskOutcome> {
     loadCopy: async () => (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model,
     checkpointer: t.checkpointer,
     signal: t.ctx.signal,
-    onEpoch: (epoch, loss, seconds) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds }),
+    onEpoch: (epoch, loss, seconds, extra?: { lr: number; imagesPerSecond: number }) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
+  });
+}
+
+async function runDetr(t: TaskContext): Promise<TaskOutcome> {
+  const c = t.config.detr;
+  return runDetrTask({
+    config: c,
+    seed: t.config.seed,
+    imageSize: t.config.imageSize,
+    batchSize: t.config.featureBatchSize,
+    classes: t.classes,
+    train: t.train,
+    evalSamples: t.evalSamples,
+    loadCopy: async () => (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model,
+    detector: t.detectorKey ? { bytes: await t.ctx.store.get(t.detectorKey), source: t.ctx.store.url(t.detectorKey) } : null,
+    checkpointer: t.checkpointer,
+    signal: t.ctx.signal,
+    onEpoch: (epoch, loss, seconds, extra?: { lr: number; imagesPerSecond: number }) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
   });
 }
 

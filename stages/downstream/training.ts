@@ -25,7 +25,8 @@ export interface SgdTrainingOptions {
   weightDecay: number;
   checkpointer?: EpochCheckpointer;
   signal?: AbortSignal;
-  onEpoch?(epoch: number, meanLoss: number, seconds: number): void;
+  /** After each epoch; `extra` carries the learning rate of its last step and its throughput. */
+  onEpoch?(epoch: number, meanLoss: number, seconds: number, extra?: { lr: number; imagesPerSecond: number }): void;
 }
 
 /** Just the SGD-loop fields of a task's options (which also carry task fields such as `mode`). */
@@ -64,12 +65,14 @@ export async function trainLoop(o: TrainLoopOptions): Promise<{ epochsRun: numbe
       const t0 = performance.now();
       const order = rng.shuffle(Array.from({ length: o.numSamples }, (_, i) => i));
       let sum = 0;
+      let lastLr = NaN;
       for (let s = 0; s < stepsPerEpoch; s++) {
         throwIfAborted(o.signal);
         const batch = order.slice(s * o.batchSize, (s + 1) * o.batchSize);
         const lr = warmupCosineLr(optimizer.stepCount, { baseLr: o.lr, warmupSteps: 0, totalSteps });
         const { loss, grads } = namedGradients(() => o.loss(batch), o.params);
         optimizer.step(grads, lr);
+        lastLr = lr;
         sum += (await loss.data())[0]!;
         loss.dispose();
         disposeGradients(grads);
@@ -79,7 +82,7 @@ export async function trainLoop(o: TrainLoopOptions): Promise<{ epochsRun: numbe
       secondsPerEpoch.push(seconds);
       epochsRun++;
       await o.checkpointer?.save(epoch + 1, allState(), rng.state, optimizer.stepCount);
-      o.onEpoch?.(epoch + 1, finalLoss, seconds);
+      o.onEpoch?.(epoch + 1, finalLoss, seconds, { lr: lastLr, imagesPerSecond: o.numSamples / Math.max(seconds, 1e-9) });
     }
   } finally {
     optimizer.dispose();

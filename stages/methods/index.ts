@@ -14,6 +14,7 @@ import { lcloss } from './lcloss.js';
 import { mocov2 } from './mocov2.js';
 import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
+import { scfs } from './scfs.js';
 import { scrl } from './scrl.js';
 import { swav } from './swav.js';
 import { regioncl } from './regioncl.js';
@@ -33,6 +34,7 @@ export const METHODS = {
   detco,
   lcloss,
   swav,
+  scfs,
   updetr,
 } as const satisfies Record<string, MethodModule>;
 

@@ -4,22 +4,24 @@
  * labels) from the dataset's WebDataset shards, through the one training loop (./loop.ts) with durable
  * checkpoints and exact resume.
  */
-import { BadInputError } from '../../core/errors.js';
+import { BadInputError, IncompatibleArtifactError } from '../../core/errors.js';
 import { Rng } from '../../core/rng.js';
 import type { Stage, StageRef } from '../../core/stage.js';
-import { joinKey, putJson } from '../../core/store/index.js';
+import { joinKey, putJson, type ArtifactStore } from '../../core/store/index.js';
 import { initBackend, tf } from '../../core/tf.js';
 import { optimizerComponent, paramsComponent, type TrainingStateSpec } from '../engine/checkpoint.js';
-import { exportStateDict } from '../engine/export.js';
-import { AdamW, LARS, SGD, type Optimizer } from '../engine/optim.js';
+import { exportStateDict, importStateDict, type TorchTensor } from '../engine/export.js';
+import { AdamW, excludeBiasAndNorm, excludeNothing, LARS, SGD, type Optimizer } from '../engine/optim.js';
 import type { ParamStore } from '../engine/params.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
+import { decodeSafetensors, typedArrayOf } from '../engine/safetensors.js';
 import { warmupCosineLr } from '../engine/schedule.js';
 import { methodModule } from '../methods/index.js';
-import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule } from '../methods/shared/contract.js';
+import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule, PretrainedBackbone } from '../methods/shared/contract.js';
 import type { PretrainConfig } from './config.js';
 import { loadProposals, MethodBatchFeeder, type HostBatch } from './feeder.js';
 import { runTrainingLoop } from './loop.js';
+import { backboneMetadata } from './backbone-card.js';
 
 export { pretrainConfigSchema, type PretrainConfig, type PretrainConfigInput } from './config.js';
 export type { LossPoint } from './loop.js';
@@ -45,6 +47,8 @@ export interface PretrainResult {
   resumedFromStep: number;
   /** The learning rate actually used at the peak of the schedule (baseLr · batchSize / 256). */
   effectiveLr: number;
+  /** Weights exported beside the backbone (`MethodInstance.exports`), name → safetensors key: UP-DETR's `detector`. */
+  exports?: Record<string, string>;
 }
 
 export function totalSteps(config: Pick<PretrainConfig, 'epochs' | 'steps' | 'batchSize'>, samples: number): number {
@@ -80,8 +84,8 @@ export function presetOutChannels(arch: ResNetPreset): number {
   return p.baseWidth * 2 ** (p.layers.length - 1) * (p.block === 'bottleneck' ? 4 : 1);
 }
 
-/** Build the configured method on the configured backbone. */
-export function createMethod(config: PretrainConfig, totalSteps = config.steps): MethodInstance {
+/** Build the configured method on the configured backbone (`pretrained`: the file `consumes.pretrainedBackbone` names, read by `readPretrainedBackbone`). */
+export function createMethod(config: PretrainConfig, totalSteps = config.steps, pretrained?: PretrainedBackbone): MethodInstance {
   const module = methodModule(config.method) as MethodModule;
   module.validate?.(config.args, { batchSize: config.batchSize, imageSize: config.imageSize });
   return module.create({
@@ -92,17 +96,49 @@ export function createMethod(config: PretrainConfig, totalSteps = config.steps):
     batchSize: config.batchSize,
     imageSize: config.imageSize,
     totalSteps,
+    ...(pretrained ? { pretrained } : {}),
   });
 }
 
+/**
+ * The backbone file a method builds on (`consumes.pretrainedBackbone`: the `args` field holding an earlier run's
+ * `backbone.safetensors` key), or undefined when the method names none or the field is null (random init). A key the
+ * store does not hold is bad input naming `pretrain.args.<field>`; a file of another architecture is refused when it
+ * says so in its metadata, and by `load` tensor by tensor otherwise.
+ */
+export async function readPretrainedBackbone(store: ArtifactStore, config: PretrainConfig): Promise<PretrainedBackbone | undefined> {
+  const field = methodModule(config.method).consumes.pretrainedBackbone?.arg;
+  if (!field) return undefined;
+  const key = (config.args as Record<string, unknown>)[field];
+  if (key === null || key === undefined) return undefined;
+  if (typeof key !== 'string' || !(await store.exists(key))) throw new BadInputError(`no backbone file at ${JSON.stringify(key)} in ${store.url('')}`, `pretrain.args.${field}`);
+  const source = store.url(key);
+  const { tensors, metadata } = decodeSafetensors(new Uint8Array(await store.get(key)), source);
+  if (metadata?.arch && metadata.arch !== config.backbone.arch) throw new IncompatibleArtifactError(`the file holds a ${metadata.arch} backbone, this run trains on ${config.backbone.arch} (pretrain.backbone.arch)`, source);
+  return {
+    key,
+    load(target, prefix) {
+      const wanted = new Map<string, TorchTensor>();
+      for (const name of target.vars.keys()) {
+        if (!name.startsWith(`${prefix}.`)) continue;
+        const t = tensors.get(name.slice(prefix.length + 1));
+        if (t) wanted.set(name, { shape: t.shape, values: typedArrayOf(t) as ArrayLike<number> });
+      }
+      importStateDict(target, wanted, { skip: (name) => !name.startsWith(`${prefix}.`), source });
+    },
+  };
+}
+
 /** The configured optimizer over the online encoder's trainable parameters. */
-export function createOptimizer(config: Pick<PretrainConfig, 'optimizer'>, online: ParamStore): Optimizer {
+export function createOptimizer(config: Pick<PretrainConfig, 'optimizer' | 'method'>, online: ParamStore): Optimizer {
   const { kind, momentum, weightDecay } = config.optimizer;
   const params = online.trainable();
+  const recipe = methodModule(config.method).optimizer;
+  const sgdNoDecay = recipe.sgdNoDecay === 'biasAndNorm' ? { noDecay: excludeBiasAndNorm } : {};
   const build = {
-    sgd: () => new SGD(params, { momentum, weightDecay }, online.info),
+    sgd: () => new SGD(params, { momentum, weightDecay, ...sgdNoDecay }, online.info),
     lars: () => new LARS(params, { momentum, weightDecay }, online.info),
-    adamw: () => new AdamW(params, { beta1: momentum, weightDecay }, online.info),
+    adamw: () => new AdamW(params, { beta1: momentum, weightDecay, ...(recipe.adamwDecay === 'all' ? { noDecay: excludeNothing } : {}) }, online.info),
   } satisfies Record<PretrainConfig['optimizer']['kind'], () => Optimizer>;
   return build[kind]();
 }
@@ -132,6 +168,9 @@ function trainingStateSpec(config: PretrainConfig, method: MethodInstance, optim
 export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult> = {
   name: 'pretrain',
   // 3: methods as modules: per-method `args` and optimizer recipe; proposals only in the key of methods that read them.
+  // Not bumped for the backbone card (safetensors metadata) and the TensorBoard events: what is learned and measured is
+  // unchanged, older outputs simply lack them (`densepipe export` fills the card in from the run's config), and a bump
+  // would throw away every cached run (the zoo's hours of training).
   version: '3',
   // Where and how often checkpoints are taken, and on which backend, do not change what is learned.
   // A method's own `version` joins the key once it is bumped past 1, so a change to one method redoes only its runs.
@@ -167,7 +206,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
     const split = inputs.dataset.result.splits[config.split]!;
     const total = totalSteps(config, split.samples);
     const module = methodModule(config.method);
-    const method = createMethod(config, total);
+    const method = createMethod(config, total, await readPretrainedBackbone(ctx.store, config));
     const optimizer = createOptimizer(config, method.online);
     const needs = module.consumes.proposals;
     const proposals = needs ? { byKey: await loadProposals(ctx.store, inputs.proposals!.map((r) => r.result), needs.kind === 'regions'), needs } : undefined;
@@ -199,11 +238,17 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
       });
 
       const backboneKey = joinKey(ctx.outputPrefix, 'backbone.safetensors');
-      const weights = await exportStateDict(method.online, {
+      const weights = await exportStateDict(method.exported ?? method.online, {
         stripPrefix: 'backbone.',
-        metadata: { method: config.method, arch: config.backbone.arch, steps: String(trained.steps) },
+        metadata: backboneMetadata({ method: config.method, arch: config.backbone.arch, steps: trained.steps, imageSize: config.imageSize }),
       });
       await ctx.store.put(backboneKey, weights);
+      const exports: Record<string, string> = {};
+      for (const [name, e] of Object.entries(method.exports ?? {})) {
+        exports[name] = joinKey(ctx.outputPrefix, `${name}.safetensors`);
+        const meta = { method: config.method, steps: String(trained.steps), ...(e.metadata ?? {}) };
+        await ctx.store.put(exports[name], await exportStateDict(e.store, { ...(e.stripPrefix ? { stripPrefix: e.stripPrefix } : {}), ...(e.exclude ? { exclude: e.exclude } : {}), metadata: meta }));
+      }
       const lossCurveKey = joinKey(ctx.outputPrefix, 'loss-curve.json');
       await putJson(ctx.store, lossCurveKey, { method: config.method, points: trained.curve });
       return {
@@ -215,6 +260,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
         imagesPerSecond: trained.imagesPerSecond,
         resumedFromStep: trained.resumedFromStep,
         effectiveLr: (config.optimizer.baseLr * config.batchSize) / 256,
+        ...(Object.keys(exports).length ? { exports } : {}),
       };
     } finally {
       optimizer.dispose();

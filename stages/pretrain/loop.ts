@@ -6,9 +6,16 @@
  * Checkpoint = one training-state file (every component of `spec`: model, momentum encoder, optimizer,
  * queues, …; plus step, data cursor, loss curve, throughput so far). Every random draw is a function of
  * (seed, step) or (seed, data cursor), so restoring it reproduces the uninterrupted run's numbers.
+ *
+ * TensorBoard: every step's loss (and its parts as `loss/<part>`), learning rate and throughput go to
+ * `<output prefix>/tensorboard/events.out.tfevents.*` in the store, uploaded every few seconds and at
+ * each checkpoint, so the curves are live while the stage runs. A resumed attempt replays the
+ * checkpoint's curve into its own file and deletes the earlier attempt's, so the store always holds
+ * each step once.
  */
 import { TrainingDivergedError, throwIfAborted } from '../../core/errors.js';
 import type { StageRunContext } from '../../core/stage.js';
+import { StoreEventWriter, tensorboardPrefix } from '../../core/tfevents.js';
 import { encodeTrainingState, restoreTrainingState, type TrainingStateSpec } from '../engine/checkpoint.js';
 import type { StepResult } from '../methods/shared/contract.js';
 import { START_CURSOR, type DataCursor } from './feeder.js';
@@ -51,6 +58,12 @@ export interface TrainingLoopResult {
 
 const STATE_FILE = 'state.safetensors';
 
+/** TensorBoard tags of one curve point: `loss`, `lr`, and each loss part as `loss/<part>`. */
+export function curveScalars(point: LossPoint): Record<string, number> {
+  const { step: _s, loss, lr, ...parts } = point;
+  return { loss, lr, ...Object.fromEntries(Object.entries(parts).map(([k, v]) => [`loss/${k}`, v])) };
+}
+
 export async function runTrainingLoop<B>(o: TrainingLoopOptions<B>): Promise<TrainingLoopResult> {
   const { ctx, spec, totalSteps: total, batchSize } = o;
   let step = 0;
@@ -68,10 +81,19 @@ export async function runTrainingLoop<B>(o: TrainingLoopOptions<B>): Promise<Tra
     ctx.log(`${o.label}: resumed at step ${step} of ${total}`);
   }
   const resumedFromStep = step;
+  // TensorBoard events are a view of the run, never a reason to fail it: upload errors are logged.
+  const events = new StoreEventWriter(ctx.store, tensorboardPrefix(ctx.outputPrefix), { attempt: ctx.attempt });
+  const notUploaded = (err: unknown) => ctx.log(`${o.label}: TensorBoard events not uploaded: ${(err as Error).message}`);
+  for (const point of curve) events.scalars(curveScalars(point), point.step);
+  await events
+    .flush(true)
+    .then(() => events.removeOthers())
+    .catch(notUploaded);
   const source = await o.open(cursor);
   const save = async (atStep: number, at: DataCursor) => {
     const bytes = await encodeTrainingState(spec, { step: atStep, rng: {}, extra: { cursor: at, curve, throughput: { seconds: trainSeconds, steps: timedSteps } } });
     await ctx.checkpoints.save(atStep, { [STATE_FILE]: bytes }, { cursor: at });
+    await events.flush(true).catch(notUploaded);
   };
   try {
     let lastSave = { step, time: performance.now() };
@@ -89,8 +111,11 @@ export async function runTrainingLoop<B>(o: TrainingLoopOptions<B>): Promise<Tra
         timedSteps += 1;
       }
       step += 1;
-      curve.push({ step, loss: result.loss, lr, ...result.parts });
+      const point: LossPoint = { step, loss: result.loss, lr, ...result.parts };
+      curve.push(point);
       const imagesPerSecond = timedSteps > 0 ? (timedSteps * batchSize) / trainSeconds : batchSize / seconds;
+      events.scalars({ ...curveScalars(point), 'throughput/images_per_second': imagesPerSecond }, step);
+      await events.flush().catch(notUploaded);
       ctx.progress({ fraction: step / total, step, total, metrics: { loss: result.loss, lr, imagesPerSecond, ...result.parts } });
       const due = step - lastSave.step >= o.checkpointEvery.steps || (performance.now() - lastSave.time) / 1000 >= o.checkpointEvery.seconds;
       // The last step is always saved: a retry after a failed upload then goes straight to the outputs.
@@ -103,6 +128,7 @@ export async function runTrainingLoop<B>(o: TrainingLoopOptions<B>): Promise<Tra
     }
   } finally {
     await source.close();
+    await events.close().catch(notUploaded);
   }
   return { steps: step, curve, resumedFromStep, imagesPerSecond: timedSteps > 0 ? (timedSteps * batchSize) / trainSeconds : 0 };
 }

@@ -21,6 +21,7 @@ import type { ViewSpec } from '../data/index.js';
 import type { PretrainConfig } from './config.js';
 import { MethodBatchFeeder, type HostBatch } from './feeder.js';
 import { runTrainingLoop } from './loop.js';
+import { backboneMetadata } from './backbone-card.js';
 
 export interface SupervisedInputs {
   dataset: StageRef<{ datasetManifestKey: string; classes: string[]; splits: Record<string, { shardKeys: string[]; samples: number }> }>;
@@ -75,6 +76,9 @@ function viewSpec(size: number): ViewSpec {
 export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, SupervisedResult> = {
   name: 'pretrain-supervised',
   // 2: fed by the pretraining feeder (ImageNet-normalised pixels) through the shared training loop.
+  // Not bumped for the backbone card (safetensors metadata) and the TensorBoard events: what is learned and measured is
+  // unchanged, older outputs simply lack them (`densepipe export` fills the card in from the run's config), and a bump
+  // would throw away every cached run (the zoo's hours of training).
   version: '2',
   keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => rest,
   validate(inputs, config) {
@@ -124,7 +128,7 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
         },
       });
       const backboneKey = joinKey(ctx.outputPrefix, 'backbone.safetensors');
-      await ctx.store.put(backboneKey, await exportStateDict(net.params, { exclude: (name) => name.startsWith('fc.'), metadata: { method: 'supervised', arch: config.arch, steps: String(trained.steps) } }));
+      await ctx.store.put(backboneKey, await exportStateDict(net.params, { exclude: (name) => name.startsWith('fc.'), metadata: backboneMetadata({ method: 'supervised', arch: config.arch, steps: trained.steps, imageSize: config.imageSize }) }));
       const lossCurveKey = joinKey(ctx.outputPrefix, 'loss-curve.json');
       await putJson(ctx.store, lossCurveKey, { method: 'supervised', points: trained.curve });
       return { backboneKey, backboneArch: config.arch, finalLoss: trained.curve.at(-1)?.loss ?? Number.NaN, steps: trained.steps, lossCurveKey, resumedFromStep: trained.resumedFromStep };

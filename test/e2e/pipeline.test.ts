@@ -16,6 +16,13 @@ import { loadRunConfig, parseRunConfig, type RunConfig } from '../../core/config
 import { METHOD_NAMES } from '../../stages/methods/index.js';
 import { openStore } from '../../core/store/index.js';
 import { startLocalStack, toolsInstalled, waitFor, type LocalStack } from '../helpers/servers.js';
+import { stageOutputs } from '../../cli/history.js';
+import { localWorkerLogs, runLog } from '../../cli/logs.js';
+import { syncTensorboard } from '../../cli/tensorboard.js';
+import { getJson } from '../../core/store/index.js';
+import { decodeSafetensors } from '../../stages/engine/safetensors.js';
+import { readBackboneCard } from '../../stages/pretrain/backbone-card.js';
+import { parseEventFile, scalarSeries } from '../helpers/tfevents.js';
 
 const built = existsSync(join(projectRoot(), 'dist', 'workflow-bundle.js'));
 
@@ -99,6 +106,32 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     expect(html).toContain('knn.top1');
     // The report is also a plain file on the local S3 server's disk.
     expect(existsSync(join(readServices().s3!.root, 'densepipe-e2e', 'artifacts', result.reportKey))).toBe(true);
+  });
+
+  it('lists its outputs as s3:// URIs by role, logs worker lines by role, and keeps TensorBoard events and a self-describing backbone', async () => {
+    const history = await client.workflow.getHandle(firstRun.workflowId).fetchHistory();
+    const outputs = stageOutputs(history);
+    const byRole = new Map(outputs.map((o) => [o.role, o]));
+    for (const role of ['shard', 'pretrain', 'pretrain-supervised', 'evaluate', 'evaluate-baseline', 'evaluate-supervised', 'report']) expect(byRole.has(role), role).toBe(true);
+    for (const o of outputs) for (const uri of Object.values(o.uris)) expect(uri.startsWith('s3://densepipe-e2e/artifacts/'), uri).toBe(true);
+    const store = openStore({ uri: 's3://densepipe-e2e/artifacts' });
+    const pretrain = byRole.get('pretrain')!;
+    const manifest = await getJson<{ uris?: { result: Record<string, string> } }>(store, `stages/pretrain/${pretrain.hash}/manifest.json`);
+    expect(manifest.uris?.result.backbone).toBe(pretrain.uris.backbone);
+    const card = readBackboneCard(decodeSafetensors(await store.get(pretrain.uris.backbone!.slice('s3://densepipe-e2e/artifacts/'.length))).metadata);
+    expect(card?.architecture).toMatchObject({ layers: [1, 1, 1, 1], widths: [8, 16, 32, 64], stem: { kind: 'cifar' } });
+    // TensorBoard: the 12 pretraining steps in the store, and one folder per role after a sync.
+    const eventKeys = (await store.list(`stages/pretrain/${pretrain.hash}/tensorboard/`)).filter((k) => k.includes('tfevents'));
+    expect(eventKeys).toHaveLength(1);
+    expect(scalarSeries(parseEventFile(await store.get(eventKeys[0]!))).get('loss')!.map(([step]) => step)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    const tbDir = join(stack.env.home, 'tb');
+    const synced = await syncTensorboard(store, outputs, tbDir);
+    expect(synced.map((s) => s.name).sort()).toEqual(['evaluate', 'evaluate-baseline', 'evaluate-supervised', 'pretrain', 'pretrain-supervised']);
+    // Worker lines of this run, with the role of the activity that wrote them.
+    const log = runLog(history, firstRun.workflowId, localWorkerLogs(stack.env.home));
+    const workerRoles = new Set(log.filter((e) => e.kind === 'log').map((e) => e.role));
+    for (const role of ['evaluate', 'evaluate-baseline', 'evaluate-supervised']) expect(workerRoles.has(role), role).toBe(true);
+    for (let i = 1; i < log.length; i++) expect(log[i]!.at).toBeGreaterThanOrEqual(log[i - 1]!.at);
   });
 
   // Every registered method, through the whole workflow on this one stack, from its own config at the smallest size.

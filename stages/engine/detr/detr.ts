@@ -76,12 +76,13 @@ export class DetrHead {
 
   /**
    * features [B, H, W, Cb] (the backbone's last map), mask [B, H, W] bool (true = padding, the image mask brought to
-   * this size with `maskToFeatureSize`).
+   * this size with `maskToFeatureSize`). `queries` replaces the shared object queries (UP-DETR: per-image
+   * `query_embed + patch features`, [B, Q, D]) and `decoderMask` is the decoder self-attention mask (UP-DETR's groups).
    */
-  apply(features: tf.Tensor4D, mask: tf.Tensor3D, ctx: DropoutContext): DetrHeadOutput {
+  apply(features: tf.Tensor4D, mask: tf.Tensor3D, ctx: DropoutContext, options: { queries?: tf.Tensor; decoderMask?: tf.Tensor } = {}): DetrHeadOutput {
     const d = this.config.transformer.dModel;
     const pos = positionEmbeddingSine(mask, { numPosFeats: d / 2, normalize: true });
-    const { hs } = this.transformer.apply(this.inputProj.apply(features), mask, this.queryEmbed, pos, ctx);
+    const { hs } = this.transformer.apply(this.inputProj.apply(features), mask, options.queries ?? this.queryEmbed, pos, ctx, options.decoderMask);
     const logits = this.classEmbed.apply(hs) as tf.Tensor4D;
     const boxes = tf.sigmoid(this.bboxEmbed.apply(hs)) as tf.Tensor4D;
     const layers = hs.shape[0];

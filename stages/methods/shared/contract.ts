@@ -83,6 +83,13 @@ export interface Consumes<Args = any> {
   proposals?: ProposalNeeds;
   /** The step reads `batch.labels` (a supervised baseline). */
   labels?: boolean;
+  /**
+   * The method builds on a backbone pretrained by an earlier densepipe run (UP-DETR's frozen CNN, DetReg's frozen
+   * self-supervised encoder): `arg` names the `args` field that holds that run's `backbone.safetensors` key in the run's
+   * store (null = random init, for tests and ablations). The stage reads the file before `create` and hands it over
+   * as `MethodBuild.pretrained`; the key is part of `args`, so of the pretrain stage's cache key.
+   */
+  pretrainedBackbone?: { arg: string };
 }
 
 /** One image's proposals as seen in one view (view pixels, pixel-edge frame). */
@@ -120,10 +127,20 @@ export interface OptimizerDefaults {
   /** SGD / LARS momentum; AdamW β1. */
   momentum: number;
   weightDecay: number;
+  /**
+   * AdamW only: 'all' decays every parameter (biases, norms and embeddings too), as DETR's param groups hand every
+   * parameter to torch.optim.AdamW with one weight_decay (UP-DETR, DetReg). Default: biases, norms and tokens excluded.
+   */
+  adamwDecay?: 'all';
   /** Linear warm-up, as a fraction of all steps (PixPro: 5 of 100 epochs). */
   warmupFraction: number;
   /** The learning-rate schedule after warm-up; default cosine (DenseSiam's release keeps it constant). */
   schedule?: 'cosine' | 'constant';
+  /**
+   * SGD only (LARS and AdamW exclude biases and norms already): 'biasAndNorm' keeps biases and norm parameters out of
+   * weight decay, as DINO's `get_params_groups` (SCFS). Default: every parameter decayed (MoCo's single param group).
+   */
+  sgdNoDecay?: 'biasAndNorm';
 }
 
 /** Gradients keyed by ParamStore name (`backbone.conv1.weight`, `neck.mlp.0.weight`). */
@@ -153,10 +170,38 @@ export interface MethodInstance<Args = unknown> {
   readonly online: ParamStore;
   /** Everything else the training state holds (momentum encoder, queues, prototypes, centres), by component name. */
   readonly state: Record<string, CheckpointComponent>;
+  /** The store whose `backbone.*` is exported after training; default `online`. DINO-style methods evaluate their EMA teacher (SCFS: `--checkpoint_key teacher`). */
+  readonly exported?: ParamStore;
   step(batch: MethodBatch, ctx: StepContext): StepResult;
   /** Multiplies the loop's scheduled learning rate at this step (R2O: k/16 with its curriculum's k); default 1. */
   lrScale?(step: number, totalSteps: number): number;
+  /**
+   * Weights exported beside the backbone (a pretrained detector's transformer and heads: UP-DETR, DetReg), by name:
+   * each is written as `<name>.safetensors` (official state_dict names, PyTorch layouts) and its key is listed in the
+   * stage's result under `exports.<name>`.
+   */
+  readonly exports?: Record<string, MethodExport>;
   dispose(): void;
+}
+
+/** One extra export: the tensors of `store` not `exclude`d, with `stripPrefix` removed from their names. */
+export interface MethodExport {
+  store: ParamStore;
+  stripPrefix?: string;
+  exclude?: (name: string) => boolean;
+  /** Strings for the file's `__metadata__` (what the weights are, how to load them). */
+  metadata?: Record<string, string>;
+}
+
+/** A backbone file read for `consumes.pretrainedBackbone`. */
+export interface PretrainedBackbone {
+  /** Its key in the run's store. */
+  key: string;
+  /**
+   * Copies the file into `store`'s variables named `<prefix>.<torchvision name>` (PyTorch layouts converted); every
+   * variable under the prefix must be in the file with its shape, else IncompatibleArtifactError naming the tensor.
+   */
+  load(store: ParamStore, prefix: string): void;
 }
 
 export interface MethodBuild<Args> {
@@ -168,6 +213,8 @@ export interface MethodBuild<Args> {
   batchSize: number;
   imageSize: number;
   totalSteps: number;
+  /** The backbone named by `consumes.pretrainedBackbone` (absent: none named, random init). */
+  pretrained?: PretrainedBackbone;
 }
 
 /**

@@ -23,18 +23,18 @@ export interface Encoder<Head> {
 /**
  * The online and momentum encoders. Both are built, then the momentum one is overwritten with the
  * online weights (`param_k.data.copy_(param_q.data)`), so only the online init matters. The head is
- * built under `neck.*`; a method adds its online-only modules (predictors, PixPro's PPM) to `q.store`
- * afterwards and leaves them out of its momentum update.
+ * built under `neck.*` (the factory also gets the backbone, for heads on several stages: SCFS); a method adds its
+ * online-only modules (predictors, PixPro's PPM) to `q.store` afterwards and leaves them out of its momentum update.
  */
 export function buildEncoderPair<Head>(
   backboneFactory: BackboneFactory,
-  headFactory: (store: ParamStore, prefix: string, inChannels: number, seed: number | string) => Head,
+  headFactory: (store: ParamStore, prefix: string, inChannels: number, seed: number | string, backbone: FeatureBackbone) => Head,
   seed: number,
 ): { q: Encoder<Head>; k: Encoder<Head> } {
   const build = (s: number | string): Encoder<Head> => {
     const store = new ParamStore();
     const backbone = backboneFactory(store, 'backbone', s);
-    return { store, backbone, head: headFactory(store, 'neck', backbone.outChannels, s) };
+    return { store, backbone, head: headFactory(store, 'neck', backbone.outChannels, s, backbone) };
   };
   const q = build(seed);
   const k = build(`${seed}-momentum`);

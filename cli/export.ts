@@ -1,0 +1,48 @@
+/**
+ * `densepipe export RUN`: a run's backbone as a self-describing safetensors file plus a Python loader
+ * that rebuilds the module from torchvision (or timm) and loads it with strict=True.
+ */
+import { writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { BadInputError } from '../core/errors.js';
+import { RESNET_PRESETS, type ResNetPreset } from '../stages/engine/resnet.js';
+import { decodeSafetensors, encodeSafetensors } from '../stages/engine/safetensors.js';
+import { backboneMetadata, loaderSnippet, readBackboneCard, type BackboneCard, type LoaderFormat } from '../stages/pretrain/backbone-card.js';
+
+export interface ExportedBackbone {
+  weights: string;
+  loader: string;
+  card: BackboneCard;
+  /** True when the file predates backbone cards and its metadata was filled in from the run. */
+  cardAdded: boolean;
+}
+
+/** The loader's file name next to `weights`: `x.safetensors` -> `x_load.py`. */
+export function loaderPathFor(weights: string): string {
+  return `${weights.replace(/\.safetensors$/, '')}_load.py`;
+}
+
+/**
+ * Write `bytes` to `out` and the loader beside it. A file without a card (written before cards
+ * existed) gets one from `fallback`: what the run's config says about the backbone.
+ */
+export function exportBackboneFiles(
+  bytes: Uint8Array,
+  options: { out: string; format: LoaderFormat; source: string; fallback: { arch: string; method: string; steps: number; imageSize?: number } },
+): ExportedBackbone {
+  const decoded = decodeSafetensors(new Uint8Array(bytes), options.source);
+  let card = readBackboneCard(decoded.metadata);
+  let body = bytes;
+  const cardAdded = card === null;
+  if (!card) {
+    const { arch } = options.fallback;
+    if (!(arch in RESNET_PRESETS)) throw new BadInputError(`backbone preset '${arch}' is not one of ${Object.keys(RESNET_PRESETS).join(', ')}`, options.source);
+    const metadata = { ...decoded.metadata, format: decoded.metadata.format ?? 'pt', ...backboneMetadata({ ...options.fallback, arch: arch as ResNetPreset }) };
+    body = encodeSafetensors(decoded.tensors, metadata);
+    card = readBackboneCard(metadata)!;
+  }
+  const loader = loaderPathFor(options.out);
+  writeFileSync(options.out, body);
+  writeFileSync(loader, loaderSnippet(card, options.format, basename(options.out)));
+  return { weights: options.out, loader, card, cardAdded };
+}
