@@ -31,6 +31,7 @@ export const QUALITY_METRICS_BY_TASK: Record<EvaluationTask, readonly string[]> 
   semseg: ['semseg.mIoU', 'semseg.pixelAccuracy', 'semseg.meanAccuracy'],
   'unsup-seg': ['unsup-seg.mIoU'],
   detection: ['detection.bboxAP', 'detection.bboxAP50'],
+  detr: ['detr.AP', 'detr.AP50'],
 };
 
 export const noiseBandSchema = z.strictObject({
