@@ -9,13 +9,19 @@
 #   5. the TypeScript build (dist/) and the prebuilt Temporal workflow bundle
 #   6. with --test-tools (what `npm test` passes): the deployment linters of scripts/lint-infra.sh
 #   7. with --test-tools: Debian's chromium, for the headless check of the regression report
+#   with --gpu (after step 3): the GPU build of libtensorflow 2.21.0 and its CUDA 12 runtime from the
+#      PyPI tensorflow + nvidia-*-cu12 wheels (docker/gpu-wheels.txt), and the @tensorflow/tfjs-node-gpu
+#      binding built from source against it into .gpu/ (the CPU binding is left as it is); select it
+#      with DENSEPIPE_TFJS_NODE (docs/NATIVE-BACKEND.md, "GPU"). Needs ~9 GB free once, ~5.3 GB after.
 set -euo pipefail
 
 TEST_TOOLS=0
+GPU=0
 for arg in "$@"; do
   case "$arg" in
     --test-tools) TEST_TOOLS=1 ;;
-    *) echo "setup: unknown option $arg (known: --test-tools)" >&2; exit 2 ;;
+    --gpu) GPU=1 ;;
+    *) echo "setup: unknown option $arg (known: --test-tools, --gpu)" >&2; exit 2 ;;
   esac
 done
 
@@ -29,6 +35,13 @@ TF_VERSION=2.21.0
 TF_WHEEL=tensorflow_cpu-${TF_VERSION}-cp311-cp311-manylinux_2_27_x86_64.whl
 TF_WHEEL_SHA256=2b847d217b02ee7731ed91431daf3250daa0196c3c94614d23be27232e6e5b6c
 LIBTF=$CACHE/libtensorflow-$TF_VERSION
+# --gpu: the wheels are pinned by version and sha256 in docker/gpu-wheels.txt (shared with the GPU image);
+# the tfjs-node-gpu tarball by the registry's sha512 (same as docker/gpu-worker.Dockerfile's ARGs).
+GPU_WHEELS=docker/gpu-wheels.txt
+LIBTF_GPU=$CACHE/libtensorflow-gpu-$TF_VERSION
+TFJS_NODE_GPU_VERSION=4.22.0
+TFJS_NODE_GPU_INTEGRITY=sha512-p//NN6DGiN4hInUmIkRffaFVMcdTREUMjPyjW04J7OXvB2zBlQimj61eFKSgRrH3f5TnOfKzb0n56he/B6a4bw==
+GPU_PKG=.gpu/node_modules/@tensorflow/tfjs-node-gpu
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -109,6 +122,52 @@ if ! node -e "require('./$TFJS/lib/napi-v8/tfjs_binding.node')" 2>/dev/null; the
       node scripts/install.js ) >"$CACHE/tfjs-node-build.log" 2>&1 \
     || die "tfjs-node binding build failed; see $CACHE/tfjs-node-build.log"
   node -e "require('./$TFJS/lib/napi-v8/tfjs_binding.node')" || die "tfjs-node binding built but does not load"
+fi
+
+# --- 3b. with --gpu: the GPU libtensorflow and the tfjs-node-gpu binding ------------------------------
+if [ "$GPU" = 1 ]; then
+  # Restaged when the pins or the staging script change.
+  wheels_hash=$(cat "$GPU_WHEELS" docker/stage-libtensorflow-gpu.py | sha256sum | cut -c1-16)
+  if [ "$(cat "$LIBTF_GPU/.complete" 2>/dev/null)" != "$wheels_hash" ]; then
+    command -v python3 >/dev/null || die "python3 with pip is needed to fetch the GPU libtensorflow from PyPI"
+    free_kb=$(df -Pk "$CACHE" | awk 'NR==2 {print $4}')
+    [ "$free_kb" -ge $((9 * 1024 * 1024)) ] \
+      || die "--gpu needs ~9 GB free in $CACHE (3.3 GB of wheels while 5.3 GB are unpacked); $((free_kb / 1024 / 1024)) GB are"
+    say "fetching the GPU build of libtensorflow $TF_VERSION and its CUDA 12 runtime from PyPI ($GPU_WHEELS: 13 wheels, ~3.3 GB, once)"
+    tmp=$(mktemp -d "$CACHE/gpu-wheels.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    # The .so files do not depend on the Python version; the tags cover the wheels' manylinux levels.
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --require-hashes --python-version 3.11 \
+      --platform manylinux_2_27_x86_64 --platform manylinux_2_25_x86_64 \
+      --platform manylinux_2_17_x86_64 --platform manylinux_2_12_x86_64 \
+      -r "$GPU_WHEELS" -d "$tmp" || die "pip could not download the wheels of $GPU_WHEELS (is PyPI reachable? hash mismatch?)"
+    python3 docker/stage-libtensorflow-gpu.py stage "$tmp" "$GPU_WHEELS" "$LIBTF_GPU" || die "staging the GPU libtensorflow failed"
+    rm -rf "$tmp"; trap - EXIT
+    python3 docker/stage-libtensorflow-gpu.py check "$LIBTF_GPU" || die "the CUDA runtime in $LIBTF_GPU is incomplete"
+    echo "$wheels_hash" > "$LIBTF_GPU/.complete"
+  fi
+  gpu_stamp="$TFJS_NODE_GPU_VERSION $wheels_hash $LIBTF_GPU"
+  if [ "$(cat .gpu/.complete 2>/dev/null)" != "$gpu_stamp" ] || ! node -e "require('./$GPU_PKG/lib/napi-v8/tfjs_binding.node')" 2>/dev/null; then
+    say "building the @tensorflow/tfjs-node-gpu $TFJS_NODE_GPU_VERSION binding against the GPU libtensorflow $TF_VERSION (into .gpu/)"
+    rm -rf .gpu && mkdir -p "$(dirname "$GPU_PKG")"
+    tgz=$(npm pack --silent --pack-destination .gpu "@tensorflow/tfjs-node-gpu@$TFJS_NODE_GPU_VERSION") \
+      || die "npm pack @tensorflow/tfjs-node-gpu@$TFJS_NODE_GPU_VERSION failed (is the npm registry reachable?)"
+    node -e "const [f, want] = process.argv.slice(1); const got = 'sha512-' + require('crypto').createHash('sha512').update(require('fs').readFileSync(f)).digest('base64'); if (got !== want) { console.error(f + ': ' + got + ' is not the pinned ' + want); process.exit(1); }" \
+      ".gpu/$tgz" "$TFJS_NODE_GPU_INTEGRITY" || die "tfjs-node-gpu tarball integrity mismatch"
+    mkdir "$GPU_PKG" && tar -xzf ".gpu/$tgz" --strip-components=1 -C "$GPU_PKG" && rm ".gpu/$tgz"
+    # deps/ as ONE link to the staged tree: libtensorflow's RUNPATH $ORIGIN/../nvidia/* must land in it.
+    # The package's requires (@tensorflow/tfjs, node-pre-gyp, ...) resolve to ./node_modules, the same
+    # tfjs instance as the app's; tfjs-node-gpu 4.22.0 declares the same dependencies as tfjs-node.
+    ln -s "$LIBTF_GPU" "$GPU_PKG/deps"
+    nodedir=$(node -p "require('path').resolve(process.execPath, '../..')")
+    [ -f "$nodedir/include/node/node_api.h" ] || die "Node headers not found under $nodedir/include/node (install the nodejs headers package)"
+    ( cd "$GPU_PKG" && PATH="$ROOT/node_modules/.bin:$PATH" npm_config_nodedir="$nodedir" npm_config_build_from_source=true \
+        node scripts/install.js gpu ) >"$CACHE/tfjs-node-gpu-build.log" 2>&1 \
+      || die "tfjs-node-gpu binding build failed; see $CACHE/tfjs-node-gpu-build.log"
+    node -e "require('./$GPU_PKG/lib/napi-v8/tfjs_binding.node')" || die "tfjs-node-gpu binding built but does not load"
+    echo "$gpu_stamp" > .gpu/.complete
+  fi
+  say "GPU binding ready: DENSEPIPE_TFJS_NODE=$ROOT/$GPU_PKG selects it; \`npm run bench -- gpu-build\` checks it"
 fi
 
 # --- 4. Temporal CLI and versitygw ------------------------------------------------------------

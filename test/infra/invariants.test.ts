@@ -120,7 +120,7 @@ describe('worker Dockerfiles', () => {
     // path segment, `**` across segments, and a pattern that names a directory covers its contents.
     const toRegExp = (pattern: string) =>
       new RegExp(`^${pattern.replace(/^\//, '').replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*\*/g, '\0').replace(/\*/g, '[^/]*').replace(/\0/g, '.*')}(/.*)?$`);
-    const needed = ['docker/stage-libtensorflow.py', 'docker/healthcheck.mjs', 'package.json', 'package-lock.json', 'bin/densepipe.js', 'scripts/bundle-workflows.mjs', 'configs/demo.yaml', 'cli/main.ts', 'tsconfig.json'];
+    const needed = ['docker/stage-libtensorflow.py', 'docker/stage-libtensorflow-gpu.py', 'docker/gpu-wheels.txt', 'docker/healthcheck.mjs', 'package.json', 'package-lock.json', 'bin/densepipe.js', 'scripts/bundle-workflows.mjs', 'configs/demo.yaml', 'cli/main.ts', 'tsconfig.json'];
     for (const path of needed) {
       const excludedBy = ignored.filter((pattern) => !pattern.startsWith('!') && toRegExp(pattern).test(path));
       expect(excludedBy, path).toEqual([]);
@@ -146,10 +146,29 @@ describe('worker Dockerfiles', () => {
     expect(dockerfiles.cpu.args.get('TF_WHEEL_SHA256')).toBe(setupValue('TF_WHEEL_SHA256'));
   });
 
-  it('gpu image uses tfjs-node-gpu at the version of @tensorflow/tfjs-node in package.json', () => {
+  it('gpu image builds tfjs-node-gpu at the version of @tensorflow/tfjs-node in package.json, pinned as scripts/setup.sh --gpu does', () => {
     const pkg = JSON.parse(read('package.json'));
     expect(dockerfiles.gpu.args.get('TFJS_NODE_GPU_VERSION')).toBe(pkg.dependencies['@tensorflow/tfjs-node']);
-    expect(dockerfiles.gpu.bases).toContain('nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04');
+    expect(setupValue('TFJS_NODE_GPU_VERSION')).toBe(pkg.dependencies['@tensorflow/tfjs-node']);
+    expect(dockerfiles.gpu.args.get('TFJS_NODE_GPU_INTEGRITY')).toBe(setupValue('TFJS_NODE_GPU_INTEGRITY'));
+  });
+
+  it('gpu image and scripts/setup.sh --gpu take libtensorflow from the same hash-pinned PyPI wheels, at the CPU build\'s TensorFlow version', () => {
+    expect(setupValue('GPU_WHEELS')).toBe('docker/gpu-wheels.txt');
+    const gpuDockerfile = read('docker/gpu-worker.Dockerfile');
+    expect(gpuDockerfile).toContain('COPY docker/gpu-wheels.txt');
+    expect(gpuDockerfile).toMatch(/pip download [^\n]*--require-hashes/);
+    const pins = read('docker/gpu-wheels.txt')
+      .split('\n')
+      .map((line) => line.trim())
+      .filter((line) => line && !line.startsWith('#'));
+    for (const pin of pins) expect(pin).toMatch(/^[a-z0-9-]+==[\w.]+ --hash=sha256:[0-9a-f]{64}$/);
+    expect(pins).toContainEqual(expect.stringMatching(new RegExp(`^tensorflow==${setupValue('TF_VERSION').replace(/\./g, '\\.')} `)));
+    expect(dockerfiles.gpu.args.get('TF_VERSION')).toBe(setupValue('TF_VERSION'));
+    // The CUDA 12 runtime: the nvidia-*-cu12 wheels of tensorflow's `and-cuda` extra.
+    expect(pins.filter((pin) => /^nvidia-[a-z-]+-cu12==/.test(pin)).length).toBe(12);
+    // Nothing from outside the registries: no install script that downloads (tfjs-node-gpu's is `install.js gpu download`).
+    expect(gpuDockerfile).not.toMatch(/install\.js gpu download|curl |wget |googleapis/);
   });
 });
 
