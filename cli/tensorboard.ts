@@ -6,7 +6,7 @@
  * (the stages upload their events every ~10 s), so TensorBoard follows it live.
  */
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, join } from 'node:path';
 import type { ArtifactStore } from '../core/store/index.js';
 import { tensorboardPrefix } from '../core/tfevents.js';
 import { stagePrefix } from '../core/stage.js';
@@ -44,6 +44,8 @@ export async function syncTensorboard(store: ArtifactStore, outputs: StageOutput
       const path = join(local, names[i]!);
       // Only the newest file of a series still grows; older ones are complete once written.
       if (i < keys.length - 1 && existsSync(path) && statSync(path).size > 0) continue;
+      // A repeated evaluation keeps each seed's events in a sub-folder (seed-<s>/), a run of its own.
+      mkdirSync(dirname(path), { recursive: true });
       writeFileSync(path, await store.get(key));
     }
     for (const stale of readdirSync(local).filter((f) => f.includes('tfevents') && !names.includes(f))) rmSync(join(local, stale));

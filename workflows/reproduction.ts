@@ -117,7 +117,10 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
   const supervisedEvaluation = supervised
     ? pretraining
         .then(() => track('pretrain-supervised', [() => gpu.pretrainSupervised({ store: config.store, pretrain: config.pretrain, dataset: dataset!.ref })]))
-        .then(([trained]) => track('evaluate-supervised', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: trained!.ref })]))
+        .then(async ([trained]) => ({
+          trained: trained!,
+          evaluated: await track('evaluate-supervised', [() => cpu.evaluate({ store: config.store, evaluation: config.evaluation, dataset: dataset!.ref, backbone: trained!.ref })]),
+        }))
     : Promise.resolve(null);
 
   // The random-init baseline needs only the data too: it runs on the cpu workers meanwhile.
@@ -157,7 +160,7 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
       pretrain: pretrained!.ref,
       evaluation: evaluation[0]!.ref,
       baseline: baseline[0]!.ref,
-      ...(supervisedOutcome ? { supervised: supervisedOutcome[0]!.ref } : {}),
+      ...(supervisedOutcome ? { supervised: supervisedOutcome.evaluated[0]!.ref, supervisedPretrain: supervisedOutcome.trained.ref } : {}),
     },
   });
   reportStage.status = 'done';
@@ -171,7 +174,7 @@ export async function reproductionWorkflow(input: ReproductionInput): Promise<Re
     markdownKey: written.markdownKey,
     metrics: evaluation[0]!.ref.result.metrics,
     baselineMetrics: baseline[0]!.ref.result.metrics,
-    ...(supervisedOutcome ? { supervisedMetrics: supervisedOutcome[0]!.ref.result.metrics } : {}),
+    ...(supervisedOutcome ? { supervisedMetrics: supervisedOutcome.evaluated[0]!.ref.result.metrics } : {}),
     stages,
   };
 }

@@ -161,7 +161,9 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
   // older outputs simply lack the events.
   version: '1',
   // The `detr` block enters the key only when the task runs, so adding it left every other evaluation's key as it was.
-  keyConfig: ({ detr, ...rest }) => (rest.tasks.includes('detr') ? { ...rest, detr } : rest),
+  // Blocks that default to "nothing new" stay out of the key, so evaluations cached before they existed stay valid:
+  // `detr` only when that task runs, `repeats` only when above 1 (one repeat is the plain evaluation).
+  keyConfig: ({ detr, repeats, ...rest }) => ({ ...rest, ...(repeats > 1 ? { repeats } : {}), ...(rest.tasks.includes('detr') ? { detr } : {}) }),
   validate(inputs, config) {
     if (!inputs?.dataset?.result?.splits) throw new BadInputError('dataset ref has no splits', 'inputs.dataset');
     for (const split of [config.trainSplit, config.evalSplit]) {

@@ -6,10 +6,13 @@
  * initialisation, the label subset, and, for the random-init baseline, the backbone's own
  * initialisation. It does not change a pretrained backbone (pretraining ran once), so the spread of
  * a pretrained backbone's numbers is the evaluation's noise only.
+ * TensorBoard: each seed's event files are also copied to `<prefix>/tensorboard/seed-<s>/`, where
+ * `densepipe tensorboard` looks, so each seed shows as its own run.
  */
 import { isDiagnosticMetric } from '../../core/metrics.js';
 import { checkpointIO, type StageRunContext } from '../../core/stage.js';
 import { joinKey, putJson } from '../../core/store/index.js';
+import { tensorboardPrefix } from '../../core/tfevents.js';
 
 /** Per-seed values of every quality metric, in `seeds` order. */
 export interface SeedMetrics {
@@ -55,6 +58,10 @@ export async function runOverSeeds<R extends RepeatableResult>(
         seed,
       ),
     );
+    const events = `${tensorboardPrefix(joinKey(ctx.outputPrefix, sub))}/`;
+    for (const key of await ctx.store.list(events)) {
+      await ctx.store.put(joinKey(tensorboardPrefix(ctx.outputPrefix), sub, key.slice(events.length)), await ctx.store.get(key));
+    }
   }
   const names = [...new Set(results.flatMap((r) => Object.keys(r.metrics)))].sort();
   const metrics: Record<string, number> = {};

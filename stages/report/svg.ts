@@ -58,3 +58,56 @@ export function linePlot(series: Series[], options: { title: string; xLabel: str
 }
 
 export { esc as escapeHtml };
+
+export interface StripRow {
+  label: string;
+  /** One value per seed. */
+  values: number[];
+  color?: string;
+}
+
+/**
+ * Per-seed values of one metric, one row per model: a dot per seed, a tick at the mean, and a
+ * shaded band of mean ± `k` sample standard deviations (the noise band the report judges by).
+ */
+export function stripPlot(rows: StripRow[], options: { title: string; xLabel: string; k?: number; width?: number }): string {
+  const k = options.k ?? 2;
+  const width = options.width ?? 560;
+  const m = { left: 120, right: 16, top: 28, bottom: 36 };
+  const rowH = 26;
+  const height = m.top + m.bottom + rowH * rows.length;
+  const stats = rows.map((r) => {
+    const v = r.values.filter(Number.isFinite);
+    const mean = v.reduce((a, b) => a + b, 0) / Math.max(v.length, 1);
+    const std = v.length < 2 ? 0 : Math.sqrt(v.reduce((a, x) => a + (x - mean) ** 2, 0) / (v.length - 1));
+    return { v, mean, std };
+  });
+  const all = stats.flatMap((s) => [...s.v, s.mean - k * s.std, s.mean + k * s.std]).filter(Number.isFinite);
+  if (all.length === 0) return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="40"><text x="8" y="24">${esc(options.title)}: no data</text></svg>`;
+  let [x0, x1] = [Math.min(...all), Math.max(...all)];
+  const pad = (x1 - x0) * 0.08 || 0.01;
+  [x0, x1] = [x0 - pad, x1 + pad];
+  const sx = (x: number) => m.left + ((x - x0) / (x1 - x0)) * (width - m.left - m.right);
+  const parts: string[] = [];
+  parts.push(`<svg xmlns="http://www.w3.org/2000/svg" class="plot strip" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" role="img" aria-label="${esc(options.title)}">`);
+  parts.push(`<text x="${width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="600">${esc(options.title)}</text>`);
+  for (const t of niceTicks(x0, x1)) {
+    parts.push(`<line x1="${sx(t)}" x2="${sx(t)}" y1="${m.top}" y2="${height - m.bottom}" stroke="#eee"/>`);
+    parts.push(`<text x="${sx(t)}" y="${height - m.bottom + 14}" text-anchor="middle" font-size="10">${t}</text>`);
+  }
+  parts.push(`<text x="${(m.left + width - m.right) / 2}" y="${height - 6}" text-anchor="middle" font-size="11">${esc(options.xLabel)}</text>`);
+  rows.forEach((r, i) => {
+    const color = r.color ?? PALETTE[i % PALETTE.length]!;
+    const y = m.top + rowH * i + rowH / 2;
+    const s = stats[i]!;
+    parts.push(`<text x="${m.left - 8}" y="${y + 4}" text-anchor="end" font-size="11">${esc(r.label)}</text>`);
+    if (s.v.length === 0) return;
+    const lo = sx(s.mean - k * s.std);
+    const hi = sx(s.mean + k * s.std);
+    parts.push(`<rect class="band" x="${lo.toFixed(1)}" y="${y - 8}" width="${Math.max(hi - lo, 1).toFixed(1)}" height="16" fill="${color}" fill-opacity="0.18"><title>${esc(`${r.label}: mean ${s.mean.toFixed(4)} ± ${k}×${s.std.toFixed(4)}`)}</title></rect>`);
+    parts.push(`<line class="mean" x1="${sx(s.mean).toFixed(1)}" x2="${sx(s.mean).toFixed(1)}" y1="${y - 10}" y2="${y + 10}" stroke="${color}" stroke-width="2"/>`);
+    for (const v of s.v) parts.push(`<circle class="seed" cx="${sx(v).toFixed(1)}" cy="${y}" r="3.5" fill="${color}"><title>${esc(`${r.label}: ${v.toFixed(4)}`)}</title></circle>`);
+  });
+  parts.push('</svg>');
+  return parts.join('');
+}

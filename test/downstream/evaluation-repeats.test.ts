@@ -42,5 +42,9 @@ describe('evaluation repeated over seeds', () => {
     expect(stored.perSeed['unsup-seg.mIoU']).toEqual(r.seedMetrics!.metrics['unsup-seg.mIoU']);
     // Per-class scores and predictions are the first seed's, in its own folder.
     expect(r.perClassKey).toMatch(/\/seed-0\/per-class\.json$/);
+    // Each seed's TensorBoard events are a run of their own under the output's tensorboard/ folder, where `densepipe tensorboard` reads.
+    const prefix = r.metricsKey.replace(/\/metrics\.json$/, '');
+    const events = (await store.list(`${prefix}/tensorboard/`)).filter((k) => k.includes('tfevents')).map((k) => k.slice(prefix.length + '/tensorboard/'.length).split('/')[0]);
+    expect([...new Set(events)]).toEqual(['seed-0', 'seed-1']);
   });
 });

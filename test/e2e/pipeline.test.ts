@@ -104,6 +104,11 @@ describe.skipIf(!toolsInstalled() || !built)('densepipe end to end (real Tempora
     const html = Buffer.from(await store.get(result.reportKey)).toString();
     expect(html).toContain('<table id="metrics">');
     expect(html).toContain('knn.top1');
+    // Pictures (test/report/report-browser.test.ts draws them in Chromium): four evaluation images with their
+    // ground truth and the preset's proposals (no segmentation task in this config), and the supervised
+    // baseline's loss curve beside the method's.
+    expect(html.match(/class="gallery-panel" data-kind="(truth|masks|proposals)"/g)?.length).toBe(12);
+    expect(html).toContain('Supervised baseline loss');
     // The report is also a plain file on the local S3 server's disk.
     expect(existsSync(join(readServices().s3!.root, 'densepipe-e2e', 'artifacts', result.reportKey))).toBe(true);
   });

@@ -61,8 +61,10 @@ function mockActivities(calls: Record<string, number>, behaviour: { failEvaluate
       const top1 = { pretrain: 0.6, random: 0.3, 'pretrain-supervised': 0.7 }[which];
       return outcome('evaluation', { metrics: { 'knn.top1': top1 }, metricsKey: 'm.json' });
     },
-    async writeReport() {
+    async writeReport(args: { refs: Record<string, { stage: string } | undefined> }) {
       count('writeReport');
+      // Which stage each report reference points at (the supervised loss curve comes from 'supervisedPretrain').
+      for (const [k, v] of Object.entries(args.refs)) if (v && !Array.isArray(v)) count(`report:${k}=${v.stage}`);
       return { htmlKey: 'runs/x/report.html', markdownKey: 'runs/x/report.md', jsonKey: 'runs/x/report.json', url: 's3://densepipe/test/runs/x/report.html' };
     },
   };
@@ -117,6 +119,7 @@ describe.skipIf(!toolsInstalled())('ReproductionWorkflow on the Temporal dev ser
     expect(result?.metrics).toEqual({ 'knn.top1': 0.6 });
     expect(result?.baselineMetrics).toEqual({ 'knn.top1': 0.3 });
     expect(result?.supervisedMetrics).toEqual({ 'knn.top1': 0.7 });
+    expect(calls).toMatchObject({ 'report:supervisedPretrain=pretrain-supervised': 1, 'report:supervised=evaluation': 1, 'report:pretrain=pretrain': 1 });
     expect(result?.reportUrl).toMatch(/report\.html$/);
     expect(progress?.stages.map((s) => [s.step, s.status, s.parts])).toEqual([
       ['shard', 'done', 1],
