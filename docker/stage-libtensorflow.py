@@ -7,6 +7,9 @@ copies symlinks as symlinks and a link into a builder-only cache would dangle in
 
   stage  WHEEL SHA256 TFJS_NODE_DIR   verify the wheel hash, extract the two C-API shared
                                       libraries and the C headers, add the build-time linker names
+  extract WHEEL SHA256 OUT_DIR        the same into OUT_DIR/{lib,include}: the layout of
+                                      scripts/setup.sh's cache ($CACHE/libtensorflow-VERSION), which
+                                      is what the cpu image's `libtensorflow` stage holds
   prune  TFJS_NODE_DIR                after the addon is built: drop headers, linker-name links and
                                       node-gyp objects, keeping only what the binding loads at run
                                       time (libtensorflow_cc.so.2, libtensorflow_framework.so.2)
@@ -49,15 +52,18 @@ def sha256_of(path):
 
 
 def stage(wheel, expected_sha256, tfjs_node_dir):
-    if not os.path.isfile(wheel):
-        fail(f'wheel not found: {wheel}')
     if not os.path.isfile(os.path.join(tfjs_node_dir, 'binding.gyp')):
         fail(f'{tfjs_node_dir} is not the @tensorflow/tfjs-node package (no binding.gyp)')
+    extract(wheel, expected_sha256, os.path.join(tfjs_node_dir, 'deps'))
+
+
+def extract(wheel, expected_sha256, deps):
+    if not os.path.isfile(wheel):
+        fail(f'wheel not found: {wheel}')
     actual = sha256_of(wheel)
     if actual != expected_sha256:
         fail(f'{wheel}: sha256 {actual} does not match the pinned {expected_sha256}')
 
-    deps = os.path.join(tfjs_node_dir, 'deps')
     shutil.rmtree(deps, ignore_errors=True)
     lib_dir = os.path.join(deps, 'lib')
     include_dir = os.path.join(deps, 'include')
@@ -110,10 +116,12 @@ def prune(tfjs_node_dir):
 def main(argv):
     if len(argv) == 5 and argv[1] == 'stage':
         stage(argv[2], argv[3], argv[4])
+    elif len(argv) == 5 and argv[1] == 'extract':
+        extract(argv[2], argv[3], argv[4])
     elif len(argv) == 3 and argv[1] == 'prune':
         prune(argv[2])
     else:
-        fail('usage: stage-libtensorflow.py stage WHEEL SHA256 TFJS_NODE_DIR | prune TFJS_NODE_DIR')
+        fail('usage: stage-libtensorflow.py stage WHEEL SHA256 TFJS_NODE_DIR | extract WHEEL SHA256 OUT_DIR | prune TFJS_NODE_DIR')
 
 
 if __name__ == '__main__':

@@ -164,8 +164,8 @@ kustomize_rendered_is_valid() { # kubernetes-version
 lint_all() {
   cd "$ROOT"
   check "hadolint docker/*.Dockerfile" \
-    "$BIN/hadolint" --config docker/.hadolint.yaml docker/cpu-worker.Dockerfile docker/gpu-worker.Dockerfile
-  check "shellcheck scripts/lint-infra.sh" "$BIN/shellcheck" scripts/lint-infra.sh
+    "$BIN/hadolint" --config docker/.hadolint.yaml docker/cpu-worker.Dockerfile docker/gpu-worker.Dockerfile docker/node-base.Dockerfile
+  check "shellcheck scripts/lint-infra.sh scripts/images.sh" "$BIN/shellcheck" scripts/lint-infra.sh scripts/images.sh
   check "compose-spec infra/compose.yaml (all profiles)" \
     "$BIN/densepipe-composecheck" -profile '*' infra/compose.yaml
   local k8s_files=()

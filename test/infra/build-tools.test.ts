@@ -91,6 +91,20 @@ describe.skipIf(!python)(`docker/stage-libtensorflow.py${python ? '' : ' (skippe
     expect(existsSync(join(tfjs, 'build'))).toBe(false);
   });
 
+  it('extract lays out lib/ and include/ like scripts/setup.sh\'s cache (the cpu image\'s `libtensorflow` stage)', async () => {
+    const wheel = makeWheel('tf-extract.whl', TF_WHEEL_MEMBERS);
+    const out = join(scratch(), 'libtensorflow-extract');
+    const result = await python3([STAGE, 'extract', wheel.path, wheel.sha256, out]);
+    expect(result.code).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(['include', 'lib']);
+    expect(lstatSync(join(out, 'lib', 'libtensorflow_cc.so.2')).isFile()).toBe(true);
+    expect(readlinkSync(join(out, 'lib', 'libtensorflow.so.2.9.1'))).toBe('libtensorflow_cc.so.2');
+    expect(existsSync(join(out, 'include', 'tensorflow', 'c', 'c_api.h'))).toBe(true);
+    const wrong = await python3([STAGE, 'extract', wheel.path, '0'.repeat(64), join(scratch(), 'libtensorflow-wrong')]);
+    expect(wrong.code).toBe(1);
+    expect(existsSync(join(scratch(), 'libtensorflow-wrong'))).toBe(false);
+  });
+
   it('refuses a wheel whose hash differs from the pinned one, before touching anything', async () => {
     const wheel = makeWheel('tf-hash.whl', TF_WHEEL_MEMBERS);
     const tfjs = fakeTfjsNode('tfjs-hash');
