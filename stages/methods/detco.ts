@@ -207,18 +207,15 @@ export class DetCo implements MethodInstance<DetCoArgs> {
     backboneFactory: BackboneFactory,
     seed: number,
   ) {
-    let built: FeatureBackbone | null = null;
-    const recording: BackboneFactory = (store, prefix, s) => (built = backboneFactory(store, prefix, s));
-    const head = (store: ParamStore, prefix: string, _c: number, s: number | string) => {
-      const b = built as FeatureBackbone | null;
-      const channels = b?.stageChannels;
-      if (!channels || !b?.applyStages) throw new BadInputError('DetCo supervises every backbone stage: the backbone must expose them (applyStages, stageChannels)', 'pretrain.backbone');
+    const head = (store: ParamStore, prefix: string, _c: number, s: number | string, b: FeatureBackbone) => {
+      const channels = b.stageChannels;
+      if (!channels || !b.applyStages) throw new BadInputError('DetCo supervises every backbone stage: the backbone must expose them (applyStages, stageChannels)', 'pretrain.backbone');
       if (channels.length !== args.levelWeights.length) {
         throw new BadInputError(`${args.levelWeights.length} level weights for a backbone with ${channels.length} stages`, 'args.levelWeights');
       }
       return new DetCoHead(store, prefix, channels, channels.map((c) => args.hiddenDim ?? c), args.embedDim, s);
     };
-    ({ q: this.q, k: this.k } = buildEncoderPair(recording, head, seed));
+    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, head, seed));
     this.online = this.q.store;
     this.momentumEncoder = this.k.store;
     const levels = this.q.head.levels.map((l) => l.name);

@@ -246,16 +246,13 @@ export class ReSim implements MethodInstance<ReSimArgs> {
     backboneFactory: BackboneFactory,
     seed: number,
   ) {
-    let built: FeatureBackbone | null = null;
-    const recording: BackboneFactory = (store, prefix, s) => (built = backboneFactory(store, prefix, s));
-    const head = (store: ParamStore, prefix: string, _c: number, s: number | string) => {
-      const b = built as FeatureBackbone | null;
-      if (!b?.applyStages || !b.stageChannels || b.stageChannels.length < 3) {
+    const head = (store: ParamStore, prefix: string, _c: number, s: number | string, b: FeatureBackbone) => {
+      if (!b.applyStages || !b.stageChannels || b.stageChannels.length < 3) {
         throw new BadInputError('ReSim needs a backbone with stages C3, C4, C5 (applyStages, stageChannels)', 'backbone');
       }
       return new ReSimHead(store, prefix, b.stageChannels.slice(-3), args, s);
     };
-    ({ q: this.q, k: this.k } = buildEncoderPair(recording, head, seed));
+    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, head, seed));
     this.online = this.q.store;
     this.momentumEncoder = this.k.store;
     this.queues = { queue: new MemoryQueue(args.queueSize, args.embedDim, seed, 'queue') };
