@@ -390,16 +390,14 @@ export class CCOP implements MethodInstance<CCOPArgs> {
     seed: number,
     readonly imageSize: number,
   ) {
-    let built: FeatureBackbone | null = null;
-    const recording: BackboneFactory = (store, prefix, s) => (built = backboneFactory(store, prefix, s));
-    const head = (store: ParamStore, prefix: string, _c: number, s: number | string) => {
-      const channels = (built as FeatureBackbone | null)?.stageChannels;
-      if (!channels || channels.length !== 4 || !(built as FeatureBackbone | null)?.applyStages) {
+    const head = (store: ParamStore, prefix: string, _c: number, s: number | string, b: FeatureBackbone) => {
+      const channels = b.stageChannels;
+      if (!channels || channels.length !== 4 || !b.applyStages) {
         throw new BadInputError('CCOP needs a backbone with four stages C2..C5 (applyStages, stageChannels)', 'backbone');
       }
       return new CcopHead(store, prefix, channels, args, s);
     };
-    ({ q: this.q, k: this.k } = buildEncoderPair(recording, head, seed));
+    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, head, seed));
     this.online = this.q.store;
     this.momentumEncoder = this.k.store;
     this.queues = { img: new MemoryQueue(args.queueSize, args.embedDim, seed, 'img_queue'), roi: new MemoryQueue(args.roiQueueSize, args.embedDim, seed, 'roi_queue') };
