@@ -16,23 +16,9 @@ import { DecodeBudget, processDecodeBudget } from '../../stages/data/image.js';
 import { prepareSample } from '../../stages/data/prepare.js';
 import { sourceFingerprint } from '../../stages/data/sources/index.js';
 import { cocoDoc, pngBomb, pngHeaderClaiming, solidImage, vocObject, vocXml, writeCoco, writeFiles, writeVoc } from '../fixtures/malformed/build.js';
-import { quietContext, tempDir } from './helpers.js';
+import { quietContext, tempDir, tempWorkspace } from './helpers.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-async function dir(label: string) {
-  const t = await tempDir(label);
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
-
-async function shard(config: Partial<ShardConfig> & Pick<ShardConfig, 'source'>) {
-  const store = new FileArtifactStore(await dir('store'));
-  const { ref } = await runStage(shardStage, quietContext(store), {}, { shardSamples: 8, ...config } as ShardConfig);
-  return { store, result: ref.result };
-}
+const { dir, shard } = tempWorkspace();
 const failure = (p: Promise<unknown>) => p.then(() => null, (e: unknown) => e as Error);
 
 async function keysOf(store: FileArtifactStore, result: ShardResult): Promise<string[]> {

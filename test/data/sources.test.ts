@@ -19,23 +19,9 @@ import {
   type ShardConfig,
   type ShardResult,
 } from '../../stages/data/index.js';
-import { quietContext, tempDir } from './helpers.js';
+import { quietContext, tempDir, tempWorkspace } from './helpers.js';
 
-const cleanups: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()!();
-});
-async function dir(label: string) {
-  const t = await tempDir(label);
-  cleanups.push(t.cleanup);
-  return t.dir;
-}
-
-async function shard(config: Partial<ShardConfig> & Pick<ShardConfig, 'source'>) {
-  const store = new FileArtifactStore(await dir('store'));
-  const { ref } = await runStage(shardStage, quietContext(store), {}, { shardSamples: 8, ...config } as ShardConfig);
-  return { store, result: ref.result };
-}
+const { dir, shard } = tempWorkspace();
 
 async function allSamples(store: FileArtifactStore, result: ShardResult, split: string): Promise<DecodedSample[]> {
   const out: DecodedSample[] = [];

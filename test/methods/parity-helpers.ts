@@ -62,12 +62,17 @@ export function tensorRelErr(ours: tf.Tensor, ref: tf.Tensor): number {
   return tf.tidy(() => tf.max(tf.abs(tf.sub(ours, ref))).dataSync()[0]! / Math.max(tf.max(tf.abs(ref)).dataSync()[0]!, 1e-12));
 }
 
-export function expectStoreMatches(store: ParamStore, state: Record<string, Json>): void {
+/** Every `neck.*` tensor of the store against the reference state, within REL_TOL; returns the largest error. */
+export function expectStoreMatches(store: ParamStore, state: Record<string, Json>): number {
+  let max = 0;
   for (const [name, t] of Object.entries(state)) {
     const ref = toOurLayout(`neck.${name}`, t, store);
-    expect(tensorRelErr(store.get(`neck.${name}`), ref), name).toBeLessThan(REL_TOL);
+    const e = tensorRelErr(store.get(`neck.${name}`), ref);
+    expect(e, name).toBeLessThan(REL_TOL);
+    max = Math.max(max, e);
     ref.dispose();
   }
+  return max;
 }
 
 export function expectGradsMatch(grads: NamedGradients, store: ParamStore, ref: Record<string, Json>): void {
