@@ -442,40 +442,30 @@ async function runUnsupSeg(t: TaskContext): Promise<TaskOutcome> {
   };
 }
 
-async function runDetection(t: TaskContext): Promise<TaskOutcome> {
-  const c = t.config.detection;
-  return runDetectionTask({
-    config: c,
+/** What both detector tasks (FCOS on the backbone, the whole DETR) take from the evaluation: data, a fresh backbone copy, checkpoints, progress. */
+function detectorTaskBase(t: TaskContext, epochs: number) {
+  return {
     seed: t.config.seed,
     imageSize: t.config.imageSize,
     batchSize: t.config.featureBatchSize,
     classes: t.classes,
     train: t.train,
     evalSamples: t.evalSamples,
-    model: t.model,
     loadCopy: async () => (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model,
     checkpointer: t.checkpointer,
     signal: t.ctx.signal,
-    onEpoch: (epoch, loss, seconds, extra?: { lr: number; imagesPerSecond: number }) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
-  });
+    onEpoch: (epoch: number, loss: number, seconds: number, extra?: { lr: number; imagesPerSecond: number }) =>
+      t.report(epoch / epochs, `epoch ${epoch}/${epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
+  };
+}
+
+async function runDetection(t: TaskContext): Promise<TaskOutcome> {
+  return runDetectionTask({ ...detectorTaskBase(t, t.config.detection.epochs), config: t.config.detection, model: t.model });
 }
 
 async function runDetr(t: TaskContext): Promise<TaskOutcome> {
-  const c = t.config.detr;
-  return runDetrTask({
-    config: c,
-    seed: t.config.seed,
-    imageSize: t.config.imageSize,
-    batchSize: t.config.featureBatchSize,
-    classes: t.classes,
-    train: t.train,
-    evalSamples: t.evalSamples,
-    loadCopy: async () => (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model,
-    detector: t.detectorKey ? { bytes: await t.ctx.store.get(t.detectorKey), source: t.ctx.store.url(t.detectorKey) } : null,
-    checkpointer: t.checkpointer,
-    signal: t.ctx.signal,
-    onEpoch: (epoch, loss, seconds, extra?: { lr: number; imagesPerSecond: number }) => t.report(epoch / c.epochs, `epoch ${epoch}/${c.epochs}`, { loss, secondsPerEpoch: seconds, ...extra }, epoch),
-  });
+  const detector = t.detectorKey ? { bytes: await t.ctx.store.get(t.detectorKey), source: t.ctx.store.url(t.detectorKey) } : null;
+  return runDetrTask({ ...detectorTaskBase(t, t.config.detr.epochs), config: t.config.detr, detector });
 }
 
 function mean(xs: number[]): number {
