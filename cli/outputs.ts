@@ -169,7 +169,9 @@ export function registerOutputCommands(program: Command, out: CliOutput): void {
           [
             `wrote ${written.weights}`,
             `  from ${source}`,
-            `  ${written.card.method} backbone, ResNet-${a.depth} (${a.block}, widths ${a.widths.join('/')}, ${a.stem.kind} stem), ${a.outChannels}-d pooled features`,
+            a.family === 'vit'
+              ? `  ${written.card.method} backbone, ViT (patch ${a.patchSize}, ${a.embedDim}-d, depth ${a.depth}, ${a.numHeads} heads, ${a.imageSize} px), ${a.embedDim}-d class token`
+              : `  ${written.card.method} backbone, ResNet-${a.depth} (${a.block}, widths ${a.widths.join('/')}, ${a.stem.kind} stem), ${a.outChannels}-d pooled features`,
             `  input: RGB in [0, 1], mean ${written.card.input.mean.join('/')}, std ${written.card.input.std.join('/')}${written.card.input.imageSize ? `, trained at ${written.card.input.imageSize} px` : ''}`,
             `wrote ${written.loader} (${o.format}; load_backbone() builds the module and loads with strict=True)`,
             `  try it: python3 ${written.loader}`,

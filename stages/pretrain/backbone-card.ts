@@ -12,11 +12,31 @@
  *   torchvision   one-line recipe for people reading the header
  */
 import { RESNET_PRESETS, type ResNetConfig, type ResNetPreset } from '../engine/resnet.js';
+import { IncompatibleArtifactError } from '../../core/errors.js';
+import { VIT_PRESETS, type VitConfig, type VitPreset } from '../engine/vit.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from './feeder.js';
 
 export const BACKBONE_CARD_SCHEMA = 'densepipe.backbone/v1';
 export const LOADER_FORMATS = ['torchvision', 'timm'] as const;
 export type LoaderFormat = (typeof LOADER_FORMATS)[number];
+
+/** A Vision Transformer (timm names: `patch_embed.proj.weight`, `blocks.{i}.attn.qkv.weight`, `norm.weight`). */
+export interface VitArchitecture {
+  family: 'vit';
+  patchSize: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  /** The image size the position embedding was built for (the run's image size). */
+  imageSize: number;
+  pooling: 'cls';
+  head: 'none';
+}
+
+export function describeVit(config: VitConfig): VitArchitecture {
+  return { family: 'vit', patchSize: config.patchSize, embedDim: config.embedDim, depth: config.depth, numHeads: config.numHeads, mlpRatio: config.mlpRatio, imageSize: config.imageSize, pooling: 'cls', head: 'none' };
+}
 
 export interface BackboneArchitecture {
   family: 'resnet';
@@ -47,7 +67,7 @@ export interface BackboneCard {
   method: string;
   arch: string;
   steps: number;
-  architecture: BackboneArchitecture;
+  architecture: BackboneArchitecture | VitArchitecture;
   input: BackboneInput;
 }
 
@@ -70,9 +90,21 @@ export function describeArchitecture(config: Pick<ResNetConfig, 'block' | 'layer
 }
 
 /** The `__metadata__` of a backbone file (besides `format: pt`, which the exporter adds). */
-export function backboneMetadata(o: { arch: ResNetPreset; method: string; steps: number; imageSize?: number }): Record<string, string> {
-  const architecture = describeArchitecture(RESNET_PRESETS[o.arch]);
+export function backboneMetadata(o: { arch: ResNetPreset | VitPreset; method: string; steps: number; imageSize?: number }): Record<string, string> {
   const input: BackboneInput = { channels: 'RGB', range: [0, 1], mean: [...IMAGENET_MEAN], std: [...IMAGENET_STD], layout: 'NCHW', ...(o.imageSize ? { imageSize: o.imageSize } : {}) };
+  if (o.arch in VIT_PRESETS) {
+    const vit = describeVit({ ...VIT_PRESETS[o.arch as VitPreset], ...(o.imageSize ? { imageSize: o.imageSize } : {}) });
+    return {
+      schema: BACKBONE_CARD_SCHEMA,
+      method: o.method,
+      arch: o.arch,
+      steps: String(o.steps),
+      architecture: JSON.stringify(vit),
+      input: JSON.stringify(input),
+      timm: `VisionTransformer(img_size=${vit.imageSize}, patch_size=${vit.patchSize}, embed_dim=${vit.embedDim}, depth=${vit.depth}, num_heads=${vit.numHeads}, mlp_ratio=${vit.mlpRatio}, num_classes=0) with a fixed 2-D sin-cos pos_embed (MAE); timm state_dict names`,
+    };
+  }
+  const architecture = describeArchitecture(RESNET_PRESETS[o.arch as ResNetPreset]);
   const a = architecture;
   const recipe =
     `ResNet(${a.block === 'basic' ? 'BasicBlock' : 'Bottleneck'}, [${a.layers.join(', ')}]) with widths ${a.widths.join('/')}, ` +
@@ -118,6 +150,7 @@ const tuple = (xs: number[]) => `(${xs.join(', ')}${xs.length === 1 ? ',' : ''})
  */
 export function loaderSnippet(card: BackboneCard, format: LoaderFormat, fileName: string): string {
   const a = card.architecture;
+  if (a.family === 'vit') throw new IncompatibleArtifactError(`no ${format} loader for a ViT backbone yet (preset ${card.arch})`, fileName);
   const block = a.block === 'basic' ? 'BasicBlock' : 'Bottleneck';
   const stages = [0, 1, 2, 3];
   const padded = stages.map((s) => a.layers[s] ?? 1);

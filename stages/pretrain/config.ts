@@ -12,10 +12,25 @@ import { z } from 'zod';
 import { limitMessage } from '../../core/bounds.js';
 import { BACKEND_CHOICES } from '../../core/tf.js';
 import { RESNET_PRESETS, type ResNetPreset } from '../engine/resnet.js';
+import { VIT_PRESETS, type VitPreset } from '../engine/vit.js';
 import { isMethodName, METHOD_NAMES, METHODS, type MethodName } from '../methods/index.js';
-import type { MethodModule, OptimizerKind } from '../methods/shared/contract.js';
+import type { BackboneFamily, MethodModule, OptimizerKind } from '../methods/shared/contract.js';
 
-const PRESETS = Object.keys(RESNET_PRESETS) as [ResNetPreset, ...ResNetPreset[]];
+/**
+ * The backbone presets of each family and the one a method of that family trains by default. A method declares its
+ * family (`MethodModule.architecture`, default ResNet); `pretrain.backbone.arch` must name a preset of it.
+ */
+export const BACKBONE_FAMILIES = {
+  resnet: { presets: Object.keys(RESNET_PRESETS) as [ResNetPreset, ...ResNetPreset[]], default: 'resnet18-w16-cifar' },
+  vit: { presets: Object.keys(VIT_PRESETS) as [VitPreset, ...VitPreset[]], default: 'vit-micro-64' },
+} as const satisfies Record<BackboneFamily, { presets: readonly [string, ...string[]]; default: string }>;
+
+export type BackboneArch = ResNetPreset | VitPreset;
+
+/** The family of a preset name, or undefined for an unknown name. */
+export function backboneFamily(arch: string): BackboneFamily | undefined {
+  return (Object.keys(BACKBONE_FAMILIES) as BackboneFamily[]).find((f) => (BACKBONE_FAMILIES[f].presets as readonly string[]).includes(arch));
+}
 const OPTIMIZERS = ['sgd', 'lars', 'adamw'] as const satisfies readonly OptimizerKind[];
 
 /** Upper bounds of the shared fields (core/bounds.ts); each message says what it protects. */
@@ -31,13 +46,18 @@ export const PRETRAIN_LIMITS = {
 } as const;
 
 /** What every method shares. */
-const commonFields = {
-  backbone: z
+function backboneField(family: BackboneFamily) {
+  const f = BACKBONE_FAMILIES[family];
+  return z
     .strictObject({
-      /** A stages/engine ResNet preset (torchvision names); downstream evaluation rebuilds the same one. */
-      arch: z.enum(PRESETS).default('resnet18-w16-cifar'),
+      /** A stages/engine preset of the method's family (torchvision / timm names); downstream evaluation rebuilds the same one. */
+      arch: z.enum(f.presets as unknown as [BackboneArch, ...BackboneArch[]]).default(f.default),
     })
-    .prefault({}),
+    .prefault({});
+}
+
+const commonFields = {
+  backbone: backboneField('resnet'),
   batchSize: z
     .number()
     .int()
@@ -87,6 +107,7 @@ function memberSchema<const N extends MethodName>(name: N) {
   return z.strictObject({
     method: z.literal(name),
     ...commonFields,
+    backbone: backboneField(module.architecture ?? 'resnet'),
     /** The method's own arguments; every default is the paper's (docs/methods/NAME.md). */
     args: withDefaults(METHODS[name].args as (typeof METHODS)[N]['args']),
     optimizer: z
@@ -142,6 +163,16 @@ function precheck(raw: unknown, ctx: z.RefinementCtx): unknown {
     return z.NEVER;
   }
   const method = r.method;
+  const family = (METHODS[method] as MethodModule).architecture ?? 'resnet';
+  const arch = (r.backbone as { arch?: unknown } | undefined)?.arch;
+  if (typeof arch === 'string' && backboneFamily(arch) !== undefined && backboneFamily(arch) !== family) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['backbone', 'arch'],
+      message: `${method} trains a ${family === 'vit' ? 'Vision Transformer' : 'ResNet'}; '${arch}' is a ${backboneFamily(arch)} preset (valid: ${BACKBONE_FAMILIES[family].presets.join(', ')})`,
+    });
+    return z.NEVER;
+  }
   for (const [flat, arg] of Object.entries(MOVED_TO_ARGS)) {
     if (flat in r) {
       ctx.addIssue({ code: 'custom', path: [flat], message: `method arguments live under pretrain.args now: write pretrain.args.${arg}` });

@@ -17,13 +17,14 @@ import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { decodeSafetensors, typedArrayOf } from '../engine/safetensors.js';
 import { warmupCosineLr } from '../engine/schedule.js';
 import { methodModule } from '../methods/index.js';
-import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule, PretrainedBackbone } from '../methods/shared/contract.js';
-import type { PretrainConfig } from './config.js';
+import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule, PretrainedBackbone, VitBuild } from '../methods/shared/contract.js';
+import { VisionTransformer, VIT_PRESETS, type VitConfig, type VitPreset } from '../engine/vit.js';
+import { backboneFamily, type BackboneArch, type PretrainConfig } from './config.js';
 import { loadProposals, MethodBatchFeeder, type HostBatch } from './feeder.js';
 import { runTrainingLoop } from './loop.js';
 import { backboneMetadata } from './backbone-card.js';
 
-export { pretrainConfigSchema, type PretrainConfig, type PretrainConfigInput } from './config.js';
+export { BACKBONE_FAMILIES, pretrainConfigSchema, type PretrainConfig, type PretrainConfigInput } from './config.js';
 export type { LossPoint } from './loop.js';
 
 export interface PretrainInputs {
@@ -84,14 +85,35 @@ export function presetOutChannels(arch: ResNetPreset): number {
   return p.baseWidth * 2 ** (p.layers.length - 1) * (p.block === 'bottleneck' ? 4 : 1);
 }
 
+/** The engine's ViT at the run's image size; as a `FeatureBackbone` its patch tokens form the dense map. */
+export function vitBuild(arch: VitPreset, imageSize: number): VitBuild {
+  const config: VitConfig = { ...VIT_PRESETS[arch], imageSize };
+  return { preset: arch, config, build: (store, prefix, seed) => new VisionTransformer(config, seed, store, prefix) };
+}
+
+function vitFeatureBackbone(vit: VitBuild): BackboneFactory {
+  return (store, prefix, seed) => {
+    const net = vit.build(store, prefix, seed);
+    const g = net.gridSize;
+    return {
+      outChannels: vit.config.embedDim,
+      stride: vit.config.patchSize,
+      apply: (x) => tf.reshape(net.apply(x).patches, [x.shape[0], g, g, vit.config.embedDim]),
+    };
+  };
+}
+
 /** Build the configured method on the configured backbone (`pretrained`: the file `consumes.pretrainedBackbone` names, read by `readPretrainedBackbone`). */
 export function createMethod(config: PretrainConfig, totalSteps = config.steps, pretrained?: PretrainedBackbone): MethodInstance {
   const module = methodModule(config.method) as MethodModule;
   module.validate?.(config.args, { batchSize: config.batchSize, imageSize: config.imageSize });
+  const arch = config.backbone.arch as BackboneArch;
+  const vit = backboneFamily(arch) === 'vit' ? vitBuild(arch as VitPreset, config.imageSize) : undefined;
   return module.create({
     args: config.args,
-    backbone: resnetBackbone(config.backbone.arch),
-    backboneChannels: presetOutChannels(config.backbone.arch),
+    backbone: vit ? vitFeatureBackbone(vit) : resnetBackbone(arch as ResNetPreset),
+    backboneChannels: vit ? vit.config.embedDim : presetOutChannels(arch as ResNetPreset),
+    ...(vit ? { vit } : {}),
     seed: config.seed,
     batchSize: config.batchSize,
     imageSize: config.imageSize,
@@ -240,7 +262,7 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
       const backboneKey = joinKey(ctx.outputPrefix, 'backbone.safetensors');
       const weights = await exportStateDict(method.exported ?? method.online, {
         stripPrefix: 'backbone.',
-        metadata: backboneMetadata({ method: config.method, arch: config.backbone.arch, steps: trained.steps, imageSize: config.imageSize }),
+        metadata: backboneMetadata({ method: config.method, arch: config.backbone.arch as BackboneArch, steps: trained.steps, imageSize: config.imageSize }),
       });
       await ctx.store.put(backboneKey, weights);
       const exports: Record<string, string> = {};

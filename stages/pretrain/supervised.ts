@@ -15,7 +15,7 @@ import { optimizerComponent, paramsComponent, type TrainingStateSpec } from '../
 import { exportStateDict } from '../engine/export.js';
 import { namedGradients } from '../engine/grads.js';
 import { SGD } from '../engine/optim.js';
-import { RESNET_PRESETS, ResNet } from '../engine/resnet.js';
+import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { warmupCosineLr } from '../engine/schedule.js';
 import type { ViewSpec } from '../data/index.js';
 import type { PretrainConfig } from './config.js';
@@ -85,12 +85,13 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
     const split = inputs.dataset?.result?.splits?.[config.split];
     if (!split) throw new BadInputError(`the dataset has no split '${config.split}'`, 'pretrain.split');
     if (!(inputs.dataset.result.classes?.length > 0)) throw new BadInputError('the dataset has no classes: a supervised baseline needs labels', 'baselines.supervised');
+    if (!(config.arch in RESNET_PRESETS)) throw new BadInputError(`the supervised baseline trains a ResNet; '${config.arch}' is not a ResNet preset (valid: ${Object.keys(RESNET_PRESETS).join(', ')})`, 'pretrain.backbone.arch');
     if (split.samples < config.batchSize) throw new BadInputError(`split '${config.split}' has ${split.samples} samples, fewer than one batch of ${config.batchSize}`, 'pretrain.batchSize');
   },
   async run(ctx, inputs, config) {
     await initBackend(config.backend as Parameters<typeof initBackend>[0]);
     const numClasses = inputs.dataset.result.classes.length;
-    const preset = RESNET_PRESETS[config.arch];
+    const preset = RESNET_PRESETS[config.arch as ResNetPreset];
     const net = new ResNet({ ...preset, layers: [...preset.layers], numClasses }, config.seed);
     const optimizer = new SGD(net.params.trainable(), { momentum: config.momentum, weightDecay: config.weightDecay }, net.params.info);
     const spec: TrainingStateSpec = {

@@ -16,7 +16,7 @@ import { exportStateDict } from '../../stages/engine/export.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../../stages/engine/resnet.js';
 import { decodeSafetensors } from '../../stages/engine/safetensors.js';
 import { Rng } from '../../core/rng.js';
-import { backboneMetadata, readBackboneCard, type LoaderFormat } from '../../stages/pretrain/backbone-card.js';
+import { backboneMetadata, readBackboneCard, type BackboneArchitecture, type LoaderFormat } from '../../stages/pretrain/backbone-card.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../../stages/pretrain/feeder.js';
 
 const PYTHON = '/usr/bin/python3';
@@ -102,7 +102,7 @@ describe('backbone card', () => {
     const card = readBackboneCard(decodeSafetensors(bytes).metadata)!;
     expect(card.method).toBe('densecl');
     expect(card.architecture).toMatchObject({ family: 'resnet', block: 'basic', depth: 18, layers: [2, 2, 2, 2], widths: [16, 32, 64, 128], outChannels: 128, pooling: 'global-average', head: 'none', outputStride: 8 });
-    expect(card.architecture.stem).toEqual({ kind: 'cifar', conv: '3x3 stride 1 padding 1', maxpool: false });
+    expect((card.architecture as BackboneArchitecture).stem).toEqual({ kind: 'cifar', conv: '3x3 stride 1 padding 1', maxpool: false });
     expect(card.input).toEqual({ channels: 'RGB', range: [0, 1], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225], layout: 'NCHW', imageSize: 32 });
     const r50 = readBackboneCard(backboneMetadata({ arch: 'resnet50', method: 'supervised', steps: 1 }))!;
     expect(r50.architecture).toMatchObject({ block: 'bottleneck', depth: 50, widths: [64, 128, 256, 512], outChannels: 2048, outputStride: 32, stem: { kind: 'imagenet', maxpool: true } });
@@ -116,7 +116,7 @@ describe('backbone card', () => {
     const written = exportBackboneFiles(old, { out, format: 'torchvision', source: out, fallback: { arch: 'resnet-tiny', method: 'densecl', steps: 5, imageSize: 32 } });
     expect(written.cardAdded).toBe(true);
     const decoded = decodeSafetensors(readFileSync(out));
-    expect(readBackboneCard(decoded.metadata)?.architecture.layers).toEqual([1, 1, 1, 1]);
+    expect((readBackboneCard(decoded.metadata)?.architecture as BackboneArchitecture).layers).toEqual([1, 1, 1, 1]);
     expect(decoded.metadata.format).toBe('pt');
     expect(decoded.tensors.size).toBe(decodeSafetensors(old).tensors.size);
     expect(() => exportBackboneFiles(old, { out, format: 'torchvision', source: 'x.safetensors', fallback: { arch: 'vit-huge', method: 'm', steps: 1 } })).toThrow(/x.safetensors.*vit-huge/);

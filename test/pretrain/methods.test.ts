@@ -18,7 +18,7 @@ import { shardConfigSchema, shardStage } from '../../stages/data/index.js';
 import { decodeSafetensors } from '../../stages/engine/safetensors.js';
 import { METHOD_NAMES, methodModule, type MethodName } from '../../stages/methods/index.js';
 import { proposalStage } from '../../stages/proposals/index.js';
-import { pretrainConfigSchema, pretrainStage, type LossPoint, type PretrainConfig, type PretrainInputs } from '../../stages/pretrain/index.js';
+import { BACKBONE_FAMILIES, pretrainConfigSchema, pretrainStage, type LossPoint, type PretrainConfig, type PretrainInputs } from '../../stages/pretrain/index.js';
 
 /** The method's own config, at loop-test size: 4 steps of batch 4 at 32 px on resnet-tiny, checkpoint every 2. */
 async function testConfig(method: MethodName, patch: Record<string, unknown> = {}): Promise<{ pretrain: PretrainConfig; proposals: Awaited<ReturnType<typeof loadRunConfig>>['config']['proposals'] }> {
@@ -151,6 +151,11 @@ describe('pretrain config', () => {
     expect(issues({ queueSize: 64 })).toEqual(['queueSize: method arguments live under pretrain.args now: write pretrain.args.queueSize']);
     expect(issues({ emaMomentum: 0.99 })).toEqual(['emaMomentum: method arguments live under pretrain.args now: write pretrain.args.momentum']);
     expect(issues({ temprature: 0.1 }).join()).toMatch(/temprature/);
+    // A backbone of the other family is refused naming the field and the method's presets; a misspelt preset by zod's enum.
+    expect(issues({ method: 'mocov2', backbone: { arch: 'vit-tiny' } })).toEqual([
+      `backbone.arch: mocov2 trains a ResNet; 'vit-tiny' is a vit preset (valid: ${BACKBONE_FAMILIES.resnet.presets.join(', ')})`,
+    ]);
+    expect(issues({ method: 'mocov2', backbone: { arch: 'resnet19' } })[0]).toMatch(/^backbone\.arch: /);
   });
 
   it('keys a run by its proposals only when the method reads them', async () => {

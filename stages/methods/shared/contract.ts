@@ -24,6 +24,7 @@ import type { Box, ViewGeometry } from '../../data/geometry.js';
 import type { CheckpointComponent } from '../../engine/checkpoint.js';
 import type { ForwardOptions } from '../../engine/layers.js';
 import type { ParamStore } from '../../engine/params.js';
+import type { VisionTransformer, VitConfig } from '../../engine/vit.js';
 
 // ------------------------------------------------------------------------------------------------
 // Backbones
@@ -204,9 +205,25 @@ export interface PretrainedBackbone {
   load(store: ParamStore, prefix: string): void;
 }
 
+/** The backbone families a method can declare (`MethodModule.architecture`). */
+export type BackboneFamily = 'resnet' | 'vit';
+
+/** The configured Vision Transformer, for methods of the ViT family (SiameseIM, MoCo v3). */
+export interface VitBuild {
+  /** The preset's name (`pretrain.backbone.arch`). */
+  preset: string;
+  /** The preset with `imageSize` set to the run's `pretrain.imageSize`. */
+  config: VitConfig;
+  /** Builds one ViT into `store` under `prefix` (timm names: `backbone.blocks.0.attn.qkv.weight`). */
+  build(store: ParamStore, prefix: string, seed: number | string): VisionTransformer;
+}
+
 export interface MethodBuild<Args> {
   args: Args;
+  /** ResNet family: the C5 feature extractor; ViT family: the patch tokens as a [B, g, g, D] map (no masking). */
   backbone: BackboneFactory;
+  /** The configured ViT (ViT-family methods only). */
+  vit?: VitBuild;
   /** Channels of the backbone's last feature map (the default width of the heads, as in the papers). */
   backboneChannels: number;
   seed: number;
@@ -242,6 +259,8 @@ export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
    * cached pretraining outputs are redone; it enters the pretrain stage's key when set. Absent = '1'.
    */
   readonly version?: string;
+  /** The backbone family it trains (`pretrain.backbone.arch` must be one of its presets); absent = ResNet. */
+  readonly architecture?: BackboneFamily;
   /** One line for CLI help and the docs index. */
   readonly title: string;
   readonly paper: { citation: string; url: string };
