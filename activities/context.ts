@@ -27,6 +27,8 @@ export function storeFor(config: StoreConfig): Promise<ArtifactStore> {
 /** Heartbeat payload: what `densepipe run` draws as a progress bar. */
 export interface HeartbeatDetails extends ProgressUpdate {
   stage: string;
+  /** The pipeline step this activity serves (one stage serves several: evaluate, evaluate-baseline, evaluate-supervised). */
+  role: string;
   at: string;
 }
 
@@ -34,12 +36,12 @@ export interface HeartbeatDetails extends ProgressUpdate {
  * Map the Temporal activity context onto a stage context: progress becomes heartbeats (which is
  * also how cancellation reaches the activity), the abort signal is Temporal's cancellation signal.
  */
-export function activityStageContext(store: ArtifactStore, stageName: string): StageContext {
+export function activityStageContext(store: ArtifactStore, stageName: string, role = stageName): StageContext {
   const ctx = Context.current();
   return {
     store,
     signal: ctx.cancellationSignal,
-    progress: (update) => ctx.heartbeat({ ...update, stage: stageName, at: new Date().toISOString() } satisfies HeartbeatDetails),
+    progress: (update) => ctx.heartbeat({ ...update, stage: stageName, role, at: new Date().toISOString() } satisfies HeartbeatDetails),
     log: (message) => ctx.log.info(message),
     attempt: ctx.info.attempt,
   };
@@ -50,12 +52,12 @@ export function activityStageContext(store: ArtifactStore, stageName: string): S
  * and lets cancellation in; bad input becomes a non-retryable failure whose message names the
  * field, file or key.
  */
-export async function runStageActivity<I, C, O>(stage: Stage<I, C, O>, storeConfig: StoreConfig, inputs: I, config: C): Promise<ActivityOutcome<O>> {
+export async function runStageActivity<I, C, O>(stage: Stage<I, C, O>, storeConfig: StoreConfig, inputs: I, config: C, role = stage.name): Promise<ActivityOutcome<O>> {
   const store = await storeFor(storeConfig).catch((err: unknown) => {
     throw toFailure(err);
   });
-  const ctx = activityStageContext(store, stage.name);
-  const keepAlive = setInterval(() => Context.current().heartbeat({ stage: stage.name, at: new Date().toISOString() }), 5_000);
+  const ctx = activityStageContext(store, stage.name, role);
+  const keepAlive = setInterval(() => Context.current().heartbeat({ stage: stage.name, role, at: new Date().toISOString() }), 5_000);
   try {
     return await runStage(stage, ctx, inputs, config);
   } catch (err) {

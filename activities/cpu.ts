@@ -27,7 +27,8 @@ export async function evaluate(args: {
   dataset: StageRef<ShardResult>;
   backbone: StageRef<{ backboneKey: string }> | null;
 }): Promise<ActivityOutcome<EvaluationResult>> {
-  return runStageActivity(evaluationStage, args.store, { dataset: args.dataset, backbone: args.backbone }, args.evaluation);
+  const role = args.backbone === null ? 'evaluate-baseline' : args.backbone.stage === 'pretrain-supervised' ? 'evaluate-supervised' : 'evaluate';
+  return runStageActivity(evaluationStage, args.store, { dataset: args.dataset, backbone: args.backbone }, args.evaluation, role);
 }
 
 export async function writeReport(args: ReportRequest & { store: StoreConfig }): Promise<WrittenReport> {

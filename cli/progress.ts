@@ -2,11 +2,12 @@ import cliProgress from 'cli-progress';
 import type { Client } from '@temporalio/client';
 import { describeRun, type RunStatus } from './runs.js';
 
+/** The step of an activity type that serves one step only; `evaluate` serves three, told apart by its heartbeat's `role`. */
 const ACTIVITY_STEP: Record<string, string> = {
   shardDataset: 'shard',
   proposeRegions: 'proposals',
   pretrain: 'pretrain',
-  evaluate: 'evaluate',
+  pretrainSupervised: 'pretrain-supervised',
   writeReport: 'report',
 };
 
@@ -19,8 +20,8 @@ export function stepFractions(status: RunStatus): Map<string, { fraction: number
     let live = 0;
     let label: string = s.status;
     for (const a of status.pending) {
-      const step = ACTIVITY_STEP[a.activityType];
-      if (step !== s.step && !(step === 'evaluate' && s.step === 'evaluate-baseline')) continue;
+      const step = a.heartbeat?.role ?? ACTIVITY_STEP[a.activityType];
+      if (step !== s.step) continue;
       live += Math.min(1, Math.max(0, a.heartbeat?.fraction ?? 0));
       const m = a.heartbeat?.metrics;
       const metric = m ? Object.entries(m).slice(0, 3).map(([k, v]) => `${k}=${Number(v).toPrecision(4)}`).join(' ') : '';

@@ -69,7 +69,7 @@ export interface PendingActivityView {
   activityType: string;
   attempt: number;
   state: string;
-  heartbeat?: { stage?: string; fraction?: number; step?: number; total?: number; message?: string; metrics?: Record<string, number> };
+  heartbeat?: { stage?: string; role?: string; fraction?: number; step?: number; total?: number; message?: string; metrics?: Record<string, number> };
   lastFailure?: string;
 }
 
