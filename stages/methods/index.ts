@@ -12,6 +12,7 @@ import { densesiam } from './densesiam.js';
 import { detco } from './detco.js';
 import { lcloss } from './lcloss.js';
 import { mocov2 } from './mocov2.js';
+import { mocov3 } from './mocov3.js';
 import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
 import { scfs } from './scfs.js';
@@ -36,6 +37,7 @@ export const METHODS = {
   swav,
   scfs,
   updetr,
+  mocov3,
 } as const satisfies Record<string, MethodModule>;
 
 export type MethodName = keyof typeof METHODS;

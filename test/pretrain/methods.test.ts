@@ -20,12 +20,16 @@ import { METHOD_NAMES, methodModule, type MethodName } from '../../stages/method
 import { proposalStage } from '../../stages/proposals/index.js';
 import { BACKBONE_FAMILIES, pretrainConfigSchema, pretrainStage, type LossPoint, type PretrainConfig, type PretrainInputs } from '../../stages/pretrain/index.js';
 
-/** The method's own config, at loop-test size: 4 steps of batch 4 at 32 px on resnet-tiny, checkpoint every 2. */
+/** The smallest preset of each backbone family: what the loop tests train. */
+const TEST_ARCH = { resnet: 'resnet-tiny', vit: 'vit-micro-64' } as const;
+const family = (method: MethodName) => methodModule(method).architecture ?? 'resnet';
+
+/** The method's own config, at loop-test size: 4 steps of batch 4 at 32 px on resnet-tiny (a ViT method: vit-micro-64), checkpoint every 2. */
 async function testConfig(method: MethodName, patch: Record<string, unknown> = {}): Promise<{ pretrain: PretrainConfig; proposals: Awaited<ReturnType<typeof loadRunConfig>>['config']['proposals'] }> {
   const { config } = await loadRunConfig(join(projectRoot(), 'configs', 'methods', `${method}.yaml`));
   const pretrain = pretrainConfigSchema.parse({
     ...config.pretrain,
-    backbone: { arch: 'resnet-tiny' },
+    backbone: { arch: TEST_ARCH[family(method)] },
     batchSize: 4,
     steps: 4,
     imageSize: 32,
@@ -100,12 +104,17 @@ describe.each(METHOD_NAMES)('training loop (%s)', (method) => {
     expect(curveResumed).toEqual(curveFull);
     expect(resumed.ref.result.finalLoss).toBe(uninterrupted.ref.result.finalLoss);
 
-    // Backbone export: torchvision names, PyTorch layouts, identical after resume, no head weights.
+    // Backbone export: torchvision (ViT: timm) names, PyTorch layouts, identical after resume, no head weights.
     const a = decodeSafetensors(await full.get(uninterrupted.ref.result.backboneKey));
     const b = decodeSafetensors(await broken.get(resumed.ref.result.backboneKey));
-    expect(a.tensors.get('conv1.weight')!.shape).toEqual([8, 3, 3, 3]);
-    expect([...a.tensors.keys()].every((k) => /^(conv1|bn1|layer\d)\./.test(k))).toBe(true);
-    expect(Buffer.from(b.tensors.get('layer4.0.conv2.weight')!.data).equals(Buffer.from(a.tensors.get('layer4.0.conv2.weight')!.data))).toBe(true);
+    const expected = {
+      resnet: { first: ['conv1.weight', [8, 3, 3, 3]], names: /^(conv1|bn1|layer\d)\./, last: 'layer4.0.conv2.weight' },
+      vit: { first: ['patch_embed.proj.weight', [96, 3, 8, 8]], names: /^(cls_token$|pos_embed$|patch_embed\.|blocks\.\d+\.|norm\.)/, last: 'blocks.3.mlp.fc2.weight' },
+    } as const;
+    const e = expected[family(method)];
+    expect(a.tensors.get(e.first[0])!.shape).toEqual(e.first[1]);
+    expect([...a.tensors.keys()].filter((k) => !e.names.test(k))).toEqual([]);
+    expect(Buffer.from(b.tensors.get(e.last)!.data).equals(Buffer.from(a.tensors.get(e.last)!.data))).toBe(true);
   });
 
   it('stops a diverging run as TrainingDivergedError, not retried', async () => {

@@ -44,3 +44,16 @@ export function enqueueKeys(queue: MemoryQueue, keys: tf.Tensor2D): void {
 export function cosineRegression(p: tf.Tensor2D, z: tf.Tensor2D): tf.Tensor1D {
   return tf.tidy(() => tf.sub(2, tf.mul(2, tf.sum(tf.mul(l2Normalize(p, 1), l2Normalize(z, 1)), 1))) as tf.Tensor1D);
 }
+
+/**
+ * InfoNCE with the batch's own keys as negatives (SimCLR / MoCo v3 `contrastive_loss`, no queue): logits = q·kᵀ/τ
+ * [N, N], cross-entropy against the diagonal (label n for row n), mean over rows. q, k [N, D], already normalised.
+ */
+export function batchInfoNce(q: tf.Tensor2D, k: tf.Tensor2D, temperature: number): tf.Scalar {
+  return tf.tidy(() => {
+    const logits = tf.div(tf.matMul(q, k, false, true), temperature) as tf.Tensor2D; // [N, N]
+    const n = logits.shape[0];
+    const positive = tf.sum(tf.mul(logits, tf.eye(n)), 1); // [N], the diagonal
+    return tf.mean(tf.sub(tf.logSumExp(logits, 1), positive)) as tf.Scalar;
+  });
+}

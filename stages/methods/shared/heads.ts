@@ -70,3 +70,39 @@ export class ByolMlpHead {
     });
   }
 }
+
+/**
+ * MoCo v3's `_build_mlp(num_layers, input_dim, mlp_dim, output_dim, last_bn)` (facebookresearch/moco-v3
+ * moco/builder.py): L × Linear(bias=False); after every Linear but the last, BatchNorm1d → ReLU; after the last, with
+ * `lastBn`, BatchNorm1d(affine=False) (SimCLR's design without γ). Torch names as in the nn.Sequential: Linear l at
+ * `${prefix}.${3l}`, its BN at `${3l+1}` (the ReLU at 3l+2 has no tensors). PyTorch's default Linear init, BN eps 1e-5 /
+ * momentum 0.1. MoCo v3's ViT projector is (3, D, 4096, 256), its predictor (2, 256, 4096, 256), both with `lastBn`.
+ */
+export class MocoV3Mlp {
+  private readonly layers: Array<{ linear: Linear; bn: BatchNorm | null; relu: boolean }> = [];
+
+  constructor(store: ParamStore, prefix: string, numLayers: number, inDim: number, mlpDim: number, outDim: number, lastBn: boolean, seed: number | string) {
+    const scope = store.scope(prefix);
+    const init = new Initializer(`mocov3-mlp:${prefix}:${seed}`);
+    for (let l = 0; l < numLayers; l++) {
+      const last = l === numLayers - 1;
+      const out = last ? outDim : mlpDim;
+      const linear = new Linear(scope.child(3 * l), init, l === 0 ? inDim : mlpDim, out, { bias: false, init: 'torch_default' });
+      const bn = !last ? new BatchNorm(scope.child(3 * l + 1), out) : lastBn ? new BatchNorm(scope.child(3 * l + 1), out, { affine: false }) : null;
+      this.layers.push({ linear, bn, relu: !last });
+    }
+  }
+
+  /** [N, in] → [N, out]; BN statistics over the N rows of this call (`opts.training`). */
+  apply(x: tf.Tensor2D, opts: ForwardOptions): tf.Tensor2D {
+    return tf.tidy(() => {
+      let h: tf.Tensor = x;
+      for (const { linear, bn, relu: withRelu } of this.layers) {
+        h = linear.apply(h);
+        if (bn) h = bn.apply(h, opts);
+        if (withRelu) h = relu(h);
+      }
+      return h as tf.Tensor2D;
+    });
+  }
+}
