@@ -10,6 +10,9 @@ export const excludeBiasAndNorm: ParamFilter = (_name, info, v) =>
 
 export const excludeNothing: ParamFilter = () => false;
 
+/** timm's `param_groups_weight_decay`: no decay for tensors of rank ≤ 1 and `.bias`; tokens (rank 3) are decayed. */
+export const excludeRankOneAndBias: ParamFilter = (name, _info, v) => v.rank <= 1 || name.endsWith('.bias');
+
 /**
  * Shared shape of the optimizers: explicit named parameters, per-step learning rate (from a
  * schedule), slot variables created eagerly so a checkpoint taken before the first step has the
@@ -176,6 +179,11 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Parameters with no decay; default biases, norms and tokens (MAE's param groups). */
   noDecay?: ParamFilter;
+  /**
+   * Per-parameter multiple of the step's learning rate (a torch param group with its own lr: decay and update both use
+   * it); default 1 for every parameter. Deformable DETR's `lr_linear_proj_mult` (DetReg).
+   */
+  lrScale?: (name: string) => number;
 }
 
 /**
@@ -188,9 +196,11 @@ export class AdamW extends Optimizer {
   readonly eps: number;
   readonly weightDecay: number;
   private readonly noDecay: ParamFilter;
+  private readonly lrScale: (name: string) => number;
 
   constructor(params: Map<string, tf.Variable>, options: AdamWOptions = {}, infos?: Map<string, ParamInfo>) {
     super(params, infos);
+    this.lrScale = options.lrScale ?? (() => 1);
     this.beta1 = options.beta1 ?? 0.9;
     this.beta2 = options.beta2 ?? 0.999;
     this.eps = options.eps ?? 1e-8;
@@ -202,8 +212,9 @@ export class AdamW extends Optimizer {
     }
   }
 
-  protected update(name: string, p: tf.Variable, g: tf.Tensor, lr: number): void {
+  protected update(name: string, p: tf.Variable, g: tf.Tensor, stepLr: number): void {
     const t = this.stepCount;
+    const lr = stepLr * this.lrScale(name);
     let decayed: tf.Tensor = p;
     if (this.weightDecay !== 0 && !this.noDecay(name, this.infos.get(name), p)) decayed = tf.mul(p, 1 - lr * this.weightDecay);
     const m = this.slot('exp_avg', name, p);

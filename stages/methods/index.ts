@@ -10,6 +10,7 @@ import { ccop } from './ccop.js';
 import { densecl } from './densecl.js';
 import { densesiam } from './densesiam.js';
 import { detco } from './detco.js';
+import { detreg } from './detreg.js';
 import { lcloss } from './lcloss.js';
 import { mocov2 } from './mocov2.js';
 import { mocov3 } from './mocov3.js';
@@ -38,6 +39,7 @@ export const METHODS = {
   scfs,
   updetr,
   mocov3,
+  detreg,
 } as const satisfies Record<string, MethodModule>;
 
 export type MethodName = keyof typeof METHODS;

@@ -11,7 +11,7 @@ import { joinKey, putJson, type ArtifactStore } from '../../core/store/index.js'
 import { initBackend, tf } from '../../core/tf.js';
 import { optimizerComponent, paramsComponent, type TrainingStateSpec } from '../engine/checkpoint.js';
 import { exportStateDict, importStateDict, type TorchTensor } from '../engine/export.js';
-import { AdamW, excludeBiasAndNorm, excludeNothing, LARS, SGD, type Optimizer } from '../engine/optim.js';
+import { AdamW, excludeBiasAndNorm, excludeNothing, excludeRankOneAndBias, LARS, SGD, type Optimizer } from '../engine/optim.js';
 import type { ParamStore } from '../engine/params.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { decodeSafetensors, typedArrayOf } from '../engine/safetensors.js';
@@ -151,6 +151,14 @@ export async function readPretrainedBackbone(store: ArtifactStore, config: Pretr
   };
 }
 
+/** `OptimizerDefaults.lrMultiplier` as a per-name scale (Deformable DETR's `match_name_keywords`: a substring test). */
+export function lrMultiplierOf(m: { match: readonly string[]; scale: number }): (name: string) => number {
+  return (name) => (m.match.some((k) => name.includes(k)) ? m.scale : 1);
+}
+
+/** AdamW's excluded-from-decay parameters per `OptimizerDefaults.adamwDecay` (absent: biases, norms and tokens). */
+const ADAMW_NO_DECAY = { all: excludeNothing, rank: excludeRankOneAndBias } as const satisfies Record<NonNullable<MethodModule['optimizer']['adamwDecay']>, unknown>;
+
 /** The configured optimizer over the online encoder's trainable parameters. */
 export function createOptimizer(config: Pick<PretrainConfig, 'optimizer' | 'method'>, online: ParamStore): Optimizer {
   const { kind, momentum, weightDecay } = config.optimizer;
@@ -160,7 +168,18 @@ export function createOptimizer(config: Pick<PretrainConfig, 'optimizer' | 'meth
   const build = {
     sgd: () => new SGD(params, { momentum, weightDecay, ...sgdNoDecay }, online.info),
     lars: () => new LARS(params, { momentum, weightDecay }, online.info),
-    adamw: () => new AdamW(params, { beta1: momentum, weightDecay, ...(recipe.adamwDecay === 'all' ? { noDecay: excludeNothing } : {}) }, online.info),
+    adamw: () =>
+      new AdamW(
+        params,
+        {
+          beta1: momentum,
+          weightDecay,
+          ...(recipe.adamwDecay ? { noDecay: ADAMW_NO_DECAY[recipe.adamwDecay] } : {}),
+          ...(recipe.beta2 !== undefined ? { beta2: recipe.beta2 } : {}),
+          ...(recipe.lrMultiplier ? { lrScale: lrMultiplierOf(recipe.lrMultiplier) } : {}),
+        },
+        online.info,
+      ),
   } satisfies Record<PretrainConfig['optimizer']['kind'], () => Optimizer>;
   return build[kind]();
 }

@@ -111,8 +111,8 @@ function lossLabels(logits: tf.Tensor3D, targets: readonly DetrTarget[], match: 
   });
 }
 
-/** `loss_boxes`: L1 and 1 − GIoU of the matched pairs, each summed and divided by N_boxes. */
-function lossBoxes(boxes: tf.Tensor3D, targets: readonly DetrTarget[], match: MatchIndices[], numBoxes: number): { bbox: tf.Scalar; giou: tf.Scalar } {
+/** `loss_boxes`: L1 and 1 − GIoU of the matched pairs, each summed and divided by N_boxes (also Deformable DETR's, deformable_criterion.ts). */
+export function lossBoxes(boxes: tf.Tensor3D, targets: readonly DetrTarget[], match: MatchIndices[], numBoxes: number): { bbox: tf.Scalar; giou: tf.Scalar } {
   const [b, q] = boxes.shape;
   const rows = match.flatMap((m, i) => m.src.map((s) => i * q + s));
   if (rows.length === 0) {

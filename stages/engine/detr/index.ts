@@ -5,7 +5,7 @@
  */
 export { additiveMask, dropout, MultiheadAttention, type AttentionMasks, type DropoutContext } from './attention.js';
 export { boxCxcywhToXyxy, boxIou, boxXyxyToCxcywh, generalizedBoxIou, generalizedBoxIouPaired } from './box_ops.js';
-export { detrCriterionDefaults, setCriterion, type DetrOutputs, type DetrPredictions, type SetCriterionConfig, type SetCriterionResult } from './criterion.js';
+export { detrCriterionDefaults, lossBoxes, setCriterion, type DetrOutputs, type DetrPredictions, type SetCriterionConfig, type SetCriterionResult } from './criterion.js';
 export { DetrHead, DetrMlp, maskToFeatureSize, type DetrHeadConfig, type DetrHeadOutput } from './detr.js';
 export { DETR_MATCHER_COSTS, hungarianMatcher, matcherCostMatrix, validateTargets, type DetrTarget, type MatchIndices, type MatcherCosts } from './matcher.js';
 export { MSDeformAttn, msDeformAttnCore, type MSDeformAttnConfig, type SpatialShapes } from './ms_deform_attn.js';
@@ -22,3 +22,27 @@ export {
   type DetrTransformerOutput,
   type EncoderMasks,
 } from './transformer.js';
+export {
+  DEFORMABLE_TRANSFORMER_DEFAULTS,
+  DeformableDetr,
+  DeformableTransformer,
+  DeformableTransformerDecoderLayer,
+  DeformableTransformerEncoderLayer,
+  encoderReferencePoints,
+  GroupNorm,
+  inverseSigmoid,
+  validRatios,
+  type DeformableDetrConfig,
+  type DeformableDetrOutput,
+  type DeformableTransformerConfig,
+  type DeformableTransformerOutput,
+} from './deformable.js';
+export {
+  deformableCriterionDefaults,
+  deformableSetCriterion,
+  focalHungarianMatcher,
+  focalMatcherCostMatrix,
+  sigmoidFocalLoss,
+  type DeformableCriterionConfig,
+  type DeformableCriterionResult,
+} from './deformable_criterion.js';

@@ -142,7 +142,14 @@ export class MSDeformAttn {
         const wh = tf.slice(ref, [0, 0, 0, 0, 0, 2], [n, lq, 1, l, 1, 2]);
         locations = tf.add(xy, tf.mul(tf.mul(tf.div(offsets, p), wh), 0.5));
       }
-      return this.outputProj.apply(msDeformAttnCore(v, spatialShapes, locations, weights)) as tf.Tensor3D;
+      // A location more than one pixel outside its map samples only zero padding (value and gradient 0), so clamping to
+      // [−1, 2] changes nothing; it keeps a diverged run's huge offsets from overflowing the gather's int32 indices, and
+      // NaN locations sample the padding too while the output is made NaN (as the official's would be), so the run's
+      // divergence shows as non-finite outputs instead of an index error.
+      const nan = tf.isNaN(locations);
+      const safe = tf.where(nan, tf.fill(locations.shape, -1), tf.clipByValue(locations, -1, 2));
+      const poison = tf.sum(tf.where(nan, tf.fill(locations.shape, Number.NaN), tf.zeros(locations.shape)));
+      return tf.add(this.outputProj.apply(msDeformAttnCore(v, spatialShapes, safe, weights)), poison) as tf.Tensor3D;
     });
   }
 }

@@ -130,9 +130,19 @@ export interface OptimizerDefaults {
   weightDecay: number;
   /**
    * AdamW only: 'all' decays every parameter (biases, norms and embeddings too), as DETR's param groups hand every
-   * parameter to torch.optim.AdamW with one weight_decay (UP-DETR, DetReg). Default: biases, norms and tokens excluded.
+   * parameter to torch.optim.AdamW with one weight_decay (UP-DETR, DetReg). 'rank' is timm's `param_groups_weight_decay`
+   * (SiameseIM, MAE): only tensors of rank ≤ 1 and `.bias` excluded, so cls/mask tokens ARE decayed. Default: biases,
+   * norms and tokens excluded.
    */
-  adamwDecay?: 'all';
+  adamwDecay?: 'all' | 'rank';
+  /** AdamW only: β2; default torch's 0.999 (SiameseIM and MAE: `betas=(0.9, 0.95)`). */
+  beta2?: number;
+  /**
+   * AdamW only: parameters whose name contains one of `match` train at `scale` × the learning rate (their own torch
+   * param group): Deformable DETR's `lr_linear_proj_names` (reference_points, sampling_offsets) × `lr_linear_proj_mult`
+   * 0.1 (DetReg). Default: one learning rate for every parameter.
+   */
+  lrMultiplier?: { match: readonly string[]; scale: number };
   /** Linear warm-up, as a fraction of all steps (PixPro: 5 of 100 epochs). */
   warmupFraction: number;
   /** The learning-rate schedule after warm-up; default cosine (DenseSiam's release keeps it constant). */
