@@ -215,6 +215,13 @@ export interface ViewSpec {
   ratio?: [number, number];
   interpolation?: Interpolation;
   flipP?: number;
+  /**
+   * Draw the flip first and the crop in the flipped image's frame (SiameseIM's `DataAugmentationForSIM`: `random_flip`,
+   * then `SingleRandomResizedCrop` of the flipped image). The view and its geometry (original-frame crop, `flipped`) are
+   * the same kind as otherwise; only the order of the draws and the centred fallback crop's rounding differ. Default:
+   * crop, then flip (MoCo v2 / BYOL).
+   */
+  flipBeforeCrop?: boolean;
   /** ColorJitter(brightness, contrast, saturation, hue) applied with probability p. */
   colorJitter?: { brightness: number; contrast: number; saturation: number; hue: number; p: number };
   grayscaleP?: number;
@@ -230,6 +237,7 @@ export interface ViewSpec {
 
 /** What was drawn for a view, so tests and logs can see exactly what happened. */
 export interface AppliedOps {
+  /** As drawn: in the flipped image's frame for a `flipBeforeCrop` view that was flipped (`geometry.crop` is always the original's). */
   crop: CropParams;
   flipped: boolean;
   jitter?: { order: string[]; brightness: number; contrast: number; saturation: number; hue: number };
@@ -271,10 +279,17 @@ export type CropDraw = (rng: Rng, width: number, height: number, scale: readonly
 
 export function augmentView(rng: Rng, src: RgbImage, spec: ViewSpec, forceFlip?: boolean, drawCrop: CropDraw = sampleResizedCrop): AugmentedView {
   const outW = spec.size, outH = spec.height ?? spec.size;
+  // The flip is drawn even when forced, so a shared flip leaves the random stream as it was.
+  const drawFlip = () => {
+    const draw = rng.next() < (spec.flipP ?? 0.5);
+    return forceFlip ?? draw;
+  };
+  const early = spec.flipBeforeCrop ? drawFlip() : undefined;
   const crop = drawCrop(rng, src.width, src.height, spec.scale, spec.ratio ?? [3 / 4, 4 / 3]);
-  const flipDraw = rng.next() < (spec.flipP ?? 0.5);
-  const flipped = forceFlip ?? flipDraw;
-  const { image, geometry } = resizedCrop(src, crop, outW, outH, spec.interpolation ?? 'bilinear', flipped);
+  const flipped = early ?? drawFlip();
+  // A crop drawn in the flipped image's frame is, in the original's, mirrored: columns [W − j − w, W − j).
+  const original = spec.flipBeforeCrop && flipped ? { ...crop, j: src.width - crop.j - crop.w } : crop;
+  const { image, geometry } = resizedCrop(src, original, outW, outH, spec.interpolation ?? 'bilinear', flipped);
   const applied: AppliedOps = { crop, flipped, grayscale: false, solarized: false };
   if (spec.colorJitter && rng.next() < spec.colorJitter.p) applied.jitter = applyColorJitter(rng, image, spec.colorJitter);
   if (spec.grayscaleP && rng.next() < spec.grayscaleP) {
@@ -352,6 +367,12 @@ export const VIEW_PRESETS = {
     const local: ViewSpec = { ...byolPair(localSize, localScale, 'bicubic')[0]!, blur: { p: 0.5, sigma: sigmaFor(localSize) } };
     return [...byolPair(size, globalScale, 'bicubic'), ...Array.from({ length: locals }, () => ({ ...local }))];
   },
+  /**
+   * SiameseIM (OpenGVLab/Siamese-Image-Modeling main_pretrain.py `DataAugmentationForSIM`): per view the flip FIRST,
+   * then a bicubic RandomResizedCrop of scale (`cropMin`, 1) in the flipped frame; colour as BYOL: CJ(0.4, 0.4, 0.2, 0.1)
+   * p 0.8, gray 0.2, view 0 always blurred, view 1 blurred with p 0.1 and solarized with p 0.2.
+   */
+  siameseim: (size: number, cropMin: number): ViewSpec[] => byolPair(size, [cropMin, 1], 'bicubic').map((v) => ({ ...v, flipBeforeCrop: true })),
 } as const;
 
 function byolPair(size: number, scale: [number, number], interpolation: Interpolation): ViewSpec[] {

@@ -81,28 +81,43 @@ class Attention {
   }
 }
 
-class Block {
-  readonly norm1: LayerNorm;
+/** A block's token normalisation, [B, N, D] → [B, N, D]: LayerNorm, or SiameseIM's PermuteBN (BatchNorm over tokens). */
+export interface TokenNorm {
+  apply(x: tf.Tensor3D): tf.Tensor3D;
+}
+export type TokenNormFactory = (scope: ParamScope, dim: number) => TokenNorm;
+const layerNorm: TokenNormFactory = (scope, dim) => {
+  const ln = new LayerNorm(scope, dim);
+  return { apply: (x) => ln.apply(x) as tf.Tensor3D };
+};
+
+/**
+ * timm's pre-norm `Block` (qkv bias, exact GELU, no layer scale, no drop path): x + attn(norm1(x)), then
+ * x + mlp(norm2(x)). `norm` builds norm1 and norm2 (default LayerNorm eps 1e-6); exported for decoders built
+ * of ViT blocks (SiameseIM's projector and predictor).
+ */
+export class Block {
+  readonly norm1: TokenNorm;
   readonly attn: Attention;
-  readonly norm2: LayerNorm;
+  readonly norm2: TokenNorm;
   readonly fc1: Linear;
   readonly fc2: Linear;
-  constructor(scope: ParamScope, init: Initializer, c: VitConfig) {
-    this.norm1 = new LayerNorm(scope.child('norm1'), c.embedDim);
+  constructor(scope: ParamScope, init: Initializer, c: Pick<VitConfig, 'embedDim' | 'numHeads' | 'mlpRatio'>, norm: TokenNormFactory = layerNorm) {
+    this.norm1 = norm(scope.child('norm1'), c.embedDim);
     this.attn = new Attention(scope.child('attn'), init, c.embedDim, c.numHeads);
-    this.norm2 = new LayerNorm(scope.child('norm2'), c.embedDim);
+    this.norm2 = norm(scope.child('norm2'), c.embedDim);
     const hidden = Math.round(c.embedDim * c.mlpRatio);
     this.fc1 = new Linear(scope.child('mlp').child('fc1'), init, c.embedDim, hidden, { init: 'xavier_uniform' });
     this.fc2 = new Linear(scope.child('mlp').child('fc2'), init, hidden, c.embedDim, { init: 'xavier_uniform' });
   }
   apply(x: tf.Tensor3D): tf.Tensor3D {
-    const h = tf.add(x, this.attn.apply(this.norm1.apply(x) as tf.Tensor3D));
+    const h = tf.add(x, this.attn.apply(this.norm1.apply(x))) as tf.Tensor3D;
     return tf.add(h, this.fc2.apply(gelu(this.fc1.apply(this.norm2.apply(h))))) as tf.Tensor3D;
   }
 }
 
 export interface VitOutput {
-  /** All tokens after the final norm: [B, 1 + kept patches, D] (cls first). */
+  /** All tokens after the final norm (before it with `finalNorm: false`): [B, 1 + kept patches, D] (cls first). */
   tokens: tf.Tensor3D;
   cls: tf.Tensor2D;
   /** Patch tokens [B, kept, D]; with no masking reshape to [B, g, g, D] for a dense map. */
@@ -159,8 +174,9 @@ export class VisionTransformer {
   /**
    * x: [B, H, W, 3] NHWC. `keep` [B, K] int32 patch indices (row-major over the patch grid) keeps
    * only those patches after adding position embeddings, as MAE's random masking does.
+   * `finalNorm: false` returns the last block's tokens without the final `norm` (SiameseIM's encoders have none).
    */
-  apply(x: tf.Tensor4D, opts: { keep?: tf.Tensor2D } = {}): VitOutput {
+  apply(x: tf.Tensor4D, opts: { keep?: tf.Tensor2D; finalNorm?: boolean } = {}): VitOutput {
     const [b, h, w] = x.shape;
     if (h !== this.config.imageSize || w !== this.config.imageSize) throw new Error(`ViT built for ${this.config.imageSize}px input, got ${h}x${w}`);
     const d = this.config.embedDim;
@@ -171,7 +187,7 @@ export class VisionTransformer {
     const cls = tf.add(this.param('cls_token'), tf.slice(pos, [0, 0, 0], [1, 1, d]));
     let tokens = tf.concat([tf.tile(cls, [b, 1, 1]), patches], 1) as tf.Tensor3D;
     for (const block of this.blocks) tokens = block.apply(tokens);
-    tokens = this.norm.apply(tokens) as tf.Tensor3D;
+    if (opts.finalNorm ?? true) tokens = this.norm.apply(tokens) as tf.Tensor3D;
     const n = tokens.shape[1];
     return {
       tokens,

@@ -18,6 +18,7 @@ import { pixpro } from './pixpro.js';
 import { r2o } from './r2o.js';
 import { scfs } from './scfs.js';
 import { scrl } from './scrl.js';
+import { siameseim } from './siameseim.js';
 import { swav } from './swav.js';
 import { regioncl } from './regioncl.js';
 import { resim } from './resim.js';
@@ -40,6 +41,7 @@ export const METHODS = {
   updetr,
   mocov3,
   detreg,
+  siameseim,
 } as const satisfies Record<string, MethodModule>;
 
 export type MethodName = keyof typeof METHODS;

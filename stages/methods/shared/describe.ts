@@ -47,7 +47,7 @@ export function consumesSummary(module: MethodModule, imageSize = 64): string {
 
 export function optimizerSummary(module: MethodModule): string {
   const o = module.optimizer;
-  return `${o.kind.toUpperCase()} lr ${o.baseLr} @256, ${o.kind === 'adamw' ? 'β1' : 'momentum'} ${o.momentum}, wd ${o.weightDecay}${o.warmupFraction ? `, warm-up ${+(o.warmupFraction * 100).toFixed(1)} %` : ''}, ${o.schedule ?? 'cosine'}`;
+  return `${o.kind.toUpperCase()} lr ${o.baseLr} @256, ${o.kind === 'adamw' ? 'β1' : 'momentum'} ${o.momentum}${o.beta2 !== undefined ? `, β2 ${o.beta2}` : ''}, wd ${o.weightDecay}${o.warmupFraction ? `, warm-up ${+(o.warmupFraction * 100).toFixed(1)} %` : ''}, ${o.schedule ?? 'cosine'}`;
 }
 
 const cell = (s: string) => s.replace(/\|/g, '\\|');
