@@ -47,7 +47,10 @@ interface Options {
   seeds: number[];
   steps: number;
   size: 'tiny' | 'small' | 'full';
+  /** The ResNet preset of ResNet-family methods and the baselines. */
   arch: string;
+  /** The ViT preset of ViT-family methods (SiameseIM, MoCo v3) and their random-init baseline. */
+  vitArch: string;
   imageSize: number;
   batch: number;
   maxSamples: number;
@@ -65,7 +68,7 @@ interface Options {
  */
 const ZOO_METHODS = METHOD_NAMES.filter((m) => !(methodModule(m) as MethodModule).consumes.pretrainedBackbone);
 
-const DEFAULTS: Options = { methods: [...ZOO_METHODS], seeds: [0, 1, 2], steps: CALIBRATED_STEPS, size: 'small', arch: 'resnet-tiny', imageSize: 64, batch: 32, maxSamples: 1000, semsegEpochs: 10, linearEpochs: 30, calibrate: [], set: new Map() };
+const DEFAULTS: Options = { methods: [...ZOO_METHODS], seeds: [0, 1, 2], steps: CALIBRATED_STEPS, size: 'small', arch: 'resnet-tiny', vitArch: 'vit-micro-64', imageSize: 64, batch: 32, maxSamples: 1000, semsegEpochs: 10, linearEpochs: 30, calibrate: [], set: new Map() };
 
 function parseOptions(args: string[]): Options {
   const o: Options = { ...DEFAULTS, methods: [...DEFAULTS.methods], seeds: [...DEFAULTS.seeds], set: new Map() };
@@ -103,6 +106,7 @@ function parseOptions(args: string[]): Options {
       case 'calibrate': o.calibrate = numbers(); break;
       case 'size': o.size = value as Options['size']; break;
       case 'arch': o.arch = value; break;
+      case 'vitArch': o.vitArch = value; break;
       case 'steps': case 'imageSize': case 'batch': case 'maxSamples': case 'semsegEpochs': case 'linearEpochs': o[key] = numbers()[0]!; break;
       default: throw new Error(`zoo: unknown key '${key}' (keys: ${keys})`);
     }
@@ -161,7 +165,12 @@ const VARIANTS = {
 } as const satisfies Record<string, Variant>;
 type VariantName = keyof typeof VARIANTS;
 
-type Arm = 'random-init' | 'supervised' | MethodName | VariantName;
+/**
+ * Baselines: the random-init backbone of each family in the zoo (a ViT method is judged against a random ViT), the
+ * supervised ResNet.
+ */
+type Baseline = 'random-init' | 'random-init@vit' | 'supervised';
+type Arm = Baseline | MethodName | VariantName;
 type Values = Map<Arm, Record<Metric, number[]>>;
 const isVariant = (arm: Arm): arm is VariantName => Object.hasOwn(VARIANTS, arm);
 
@@ -172,7 +181,8 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
     const method = variant?.method ?? (arm as MethodName);
     const module = methodModule(method) as MethodModule;
     const small = module.smallScale;
-    const pretrainConfig: Record<string, any> = { method, seed, backbone: { arch: o.arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: { ...small?.args, ...variant?.args }, optimizer: { ...small?.optimizer } };
+    const arch = (module.architecture ?? 'resnet') === 'vit' ? o.vitArch : o.arch;
+    const pretrainConfig: Record<string, any> = { method, seed, backbone: { arch }, batchSize: o.batch, steps: o.steps, imageSize: o.imageSize, args: { ...small?.args, ...variant?.args }, optimizer: { ...small?.optimizer } };
     for (const { path, value } of o.set.get(method) ?? []) {
       let at = pretrainConfig;
       for (const key of path.slice(0, -1)) at = at[key] ??= {};
@@ -208,12 +218,15 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
   // Per seed: the methods first, then the baselines (the supervised one costs a training run), so an interrupted
   // zoo has complete method rows for the seeds it finished.
   const variants = (Object.keys(VARIANTS) as VariantName[]).filter((v) => withBaselines && methods.includes(VARIANTS[v].method));
-  const arms: Arm[] = [...methods, ...variants, ...(withBaselines ? (['random-init', 'supervised'] as const) : [])];
+  const vitInZoo = methods.some((m) => familyOf(m) === 'vit');
+  const baselines: Baseline[] = withBaselines ? ['random-init', ...(vitInZoo ? (['random-init@vit'] as const) : []), 'supervised'] : [];
+  const arms: Arm[] = [...methods, ...variants, ...baselines];
   const values: Values = new Map(arms.map((a) => [a, Object.fromEntries(METRICS.map((m) => [m, [] as number[]])) as Record<Metric, number[]>]));
   const runs: Array<Record<string, unknown>> = [];
   for (const seed of o.seeds) {
     for (const arm of arms) {
-      const cfg = config(arm === 'random-init' || arm === 'supervised' ? 'mocov2' : arm, seed);
+      // A baseline is evaluated (and the supervised one trained) as a run of its family's reference method would be.
+      const cfg = config(arm === 'random-init@vit' ? 'mocov3' : arm === 'random-init' || arm === 'supervised' ? 'mocov2' : arm, seed);
       let backbone: StageRef<{ backboneKey: string; backboneArch: string }> | null = null;
       let trainedSeconds: number | null = null;
       let result: PretrainResult | undefined;
@@ -222,7 +235,7 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
         const out = await runStage(supervisedStage, localContext(store), { dataset: dataset.ref as StageRef<ShardResult & { classes: string[] }> }, supervisedConfigFor(cfg.pretrain));
         backbone = out.ref;
         trainedSeconds = out.cached ? null : (performance.now() - t0) / 1000;
-      } else if (arm !== 'random-init') {
+      } else if (arm !== 'random-init' && arm !== 'random-init@vit') {
         const trained = await pretrain(store, dataset.ref, cfg.pretrain, await proposalsFor(cfg));
         backbone = trained.ref;
         result = trained.ref.result;
@@ -238,6 +251,12 @@ async function runArms(o: Options, methods: MethodName[], withBaselines: boolean
   }
   return { values, runs };
 }
+
+const familyOf = (method: MethodName) => (methodModule(method) as MethodModule).architecture ?? 'resnet';
+/** The random-init arm a method is judged against: the same backbone family at random init. */
+const randomInitOf = (method: MethodName): Baseline => (familyOf(method) === 'vit' ? 'random-init@vit' : 'random-init');
+
+const archLabel = (o: Options) => (o.methods.some((m) => familyOf(m) === 'vit') ? `${o.arch} (ViT methods: ${o.vitArch})` : o.arch);
 
 /** An arm's name in tables: the method, with any `set=` overrides it ran under. */
 function armLabel(o: Options, arm: Arm): string {
@@ -271,7 +290,10 @@ export async function main(args: string[]): Promise<BenchResult> {
   const info = await initBackend('tensorflow');
   if (o.calibrate.length) return calibrate(o);
   const t0 = performance.now();
-  if (!o.methods.includes('mocov2')) o.methods.unshift('mocov2'); // the baseline every claim is checked against
+  // The arms every claim is checked against: MoCo v2, and each method a claim names (MoCo v3 for the ViT methods).
+  for (const over of ['mocov2', ...o.methods.flatMap((m) => ((methodModule(m) as MethodModule).claims ?? []).map((c) => c.over))]) {
+    if ((METHOD_NAMES as readonly string[]).includes(over) && !o.methods.includes(over as MethodName)) o.methods.unshift(over as MethodName);
+  }
   const { values, runs } = await runArms(o, o.methods, true);
 
   const rows: BenchRow[] = [];
@@ -283,7 +305,8 @@ export async function main(args: string[]): Promise<BenchResult> {
   for (const method of o.methods) {
     const module = methodModule(method) as MethodModule;
     const own = values.get(method)!;
-    const overRandom = LOCALIZATION.map((k) => ({ metric: k, ...paired(own[k], values.get('random-init')![k]) }));
+    const random = randomInitOf(method);
+    const overRandom = LOCALIZATION.map((k) => ({ metric: k, ...paired(own[k], values.get(random)![k]) }));
     const beatsRandom = overRandom.filter((p) => claimVerdict(p) === 'holds').map((p) => p.metric);
     // With one seed nothing is resolved, so nothing is a suspect yet either.
     const judged = o.seeds.length >= 2;
@@ -302,7 +325,7 @@ export async function main(args: string[]): Promise<BenchResult> {
         claims.push({ method, metric: claim.metric, over: name, paper: `${variant.what}: ${claim.paper}`, ours: meanStd(own[claim.metric]), baseline: meanStd(control[claim.metric]), paired: p, verdict: claimVerdict(p) });
       }
     }
-    claims.push({ method, metric: 'localization', over: 'random-init', paper: 'any pretraining should beat random init at localization', beatsRandomOn: beatsRandom, verdict: !judged ? 'too few seeds' : beatsRandom.length ? 'holds' : 'SUSPECT: beats random init on no localization metric' });
+    claims.push({ method, metric: 'localization', over: random, paper: 'any pretraining should beat random init at localization', beatsRandomOn: beatsRandom, verdict: !judged ? 'too few seeds' : beatsRandom.length ? 'holds' : 'SUSPECT: beats random init on no localization metric' });
   }
 
   // A probe (`set=`) is not the zoo: its own result file, and the committed table is left alone.
@@ -312,7 +335,7 @@ export async function main(args: string[]): Promise<BenchResult> {
     name: probe ? 'zoo-probe' : 'zoo',
     rows,
     notes: [
-      `backend ${info.backend}; synthetic-${o.size}, ${o.arch}, ${o.imageSize} px, batch ${o.batch}, ${o.steps} steps, seeds ${o.seeds.join(',')}; each method with its module's smallScale settings`,
+      `backend ${info.backend}; synthetic-${o.size}, ${archLabel(o)}, ${o.imageSize} px, batch ${o.batch}, ${o.steps} steps, seeds ${o.seeds.join(',')}; each method with its module's smallScale settings`,
       ...claims.map((c) => `${c.method} ${c.metric} over ${c.over}: ${c.verdict}${c.paired ? ` (paired mean ${(c.paired as Paired).mean.toFixed(4)}, t ${(c.paired as Paired).t.toFixed(2)})` : ''}`),
       suspects.length ? `SUSPECT (no localization gain over random init): ${suspects.join(', ')}` : 'every method beats random init on at least one localization metric',
       `wall time ${((performance.now() - t0) / 1000).toFixed(0)} s${probe ? '' : '; tables also in docs/ZOO-TABLE.md'}`,
@@ -328,7 +351,7 @@ export async function main(args: string[]): Promise<BenchResult> {
 function zooMarkdown(o: Options, table: Array<Record<string, unknown>>, claims: Array<Record<string, unknown>>, suspects: string[]): string {
   const lines = [
     '<!-- Written by `npm run bench -- zoo` (bench/zoo.ts); numbers from bench/results/zoo.json. -->',
-    `Budget: synthetic-${o.size}, ${o.arch}, ${o.imageSize} px, batch ${o.batch}, **${o.steps} steps**, seeds ${o.seeds.join(', ')}; frozen-backbone evaluation on ${o.maxSamples} samples per split. Mean ± std over seeds.`,
+    `Budget: synthetic-${o.size}, ${archLabel(o)}, ${o.imageSize} px, batch ${o.batch}, **${o.steps} steps**, seeds ${o.seeds.join(', ')}; frozen-backbone evaluation on ${o.maxSamples} samples per split. Mean ± std over seeds.`,
     '',
     `| backbone | ${METRICS.join(' | ')} |`,
     `|---|${METRICS.map(() => '---').join('|')}|`,

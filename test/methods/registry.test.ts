@@ -28,6 +28,14 @@ describe.each(METHOD_NAMES)('registered method %s', (name) => {
     expect(test).toContain(`loadFixture('${name}')`);
   });
 
+  it("checks each claim against a registered method of its own backbone family", () => {
+    const family = (m: MethodModule) => m.architecture ?? 'resnet';
+    for (const claim of module.claims ?? []) {
+      expect(METHOD_NAMES as readonly string[], `${name} claims over '${claim.over}'`).toContain(claim.over);
+      expect(family(METHODS[claim.over as MethodName] as MethodModule), `${name} claims over '${claim.over}'`).toBe(family(module));
+    }
+  });
+
   it('has a card that cites the paper and the official commit', () => {
     const card = read('docs', 'methods', `${name}.md`);
     expect(card).toContain(module.code.commit);

@@ -280,7 +280,10 @@ export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
   readonly consumes: Consumes<z.infer<Schema>>;
   readonly optimizer: OptimizerDefaults;
   readonly smallScale?: SmallScale;
-  /** What the paper claims over MoCo v2 (checked by the zoo benchmark's claim-check table). */
+  /**
+   * What the paper claims over a baseline method (checked by the zoo benchmark's claim-check table): MoCo v2, or for a
+   * ViT method its parent on the same backbone (SiameseIM over MoCo v3).
+   */
   readonly claims?: Claim[];
   /** Checks that need the run's sizes (queue a multiple of the batch, …); throw BadInputError naming the `args.*` field. */
   validate?(args: z.infer<Schema>, sizes: { batchSize: number; imageSize: number }): void;
