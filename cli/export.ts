@@ -1,17 +1,21 @@
 /**
  * `densepipe export RUN`: a run's backbone as a self-describing safetensors file plus a Python loader
- * that rebuilds the module from torchvision (or timm) and loads it with strict=True.
+ * that rebuilds the module from torchvision (or timm) and loads it with strict=True. A ViT has timm
+ * names and a timm loader (timm's VisionTransformer); a ResNet loads into either library.
  */
 import { writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { BadInputError } from '../core/errors.js';
 import { RESNET_PRESETS, type ResNetPreset } from '../stages/engine/resnet.js';
+import { VIT_PRESETS, type VitPreset } from '../stages/engine/vit.js';
 import { decodeSafetensors, encodeSafetensors } from '../stages/engine/safetensors.js';
 import { backboneMetadata, loaderSnippet, readBackboneCard, type BackboneCard, type LoaderFormat } from '../stages/pretrain/backbone-card.js';
 
 export interface ExportedBackbone {
   weights: string;
   loader: string;
+  /** The loader's library (the requested one, else the family's: torchvision for a ResNet, timm for a ViT). */
+  format: LoaderFormat;
   card: BackboneCard;
   /** True when the file predates backbone cards and its metadata was filled in from the run. */
   cardAdded: boolean;
@@ -28,7 +32,7 @@ export function loaderPathFor(weights: string): string {
  */
 export function exportBackboneFiles(
   bytes: Uint8Array,
-  options: { out: string; format: LoaderFormat; source: string; fallback: { arch: string; method: string; steps: number; imageSize?: number } },
+  options: { out: string; format?: LoaderFormat; source: string; fallback: { arch: string; method: string; steps: number; imageSize?: number } },
 ): ExportedBackbone {
   const decoded = decodeSafetensors(new Uint8Array(bytes), options.source);
   let card = readBackboneCard(decoded.metadata);
@@ -36,13 +40,17 @@ export function exportBackboneFiles(
   const cardAdded = card === null;
   if (!card) {
     const { arch } = options.fallback;
-    if (!(arch in RESNET_PRESETS)) throw new BadInputError(`backbone preset '${arch}' is not one of ${Object.keys(RESNET_PRESETS).join(', ')}`, options.source);
-    const metadata = { ...decoded.metadata, format: decoded.metadata.format ?? 'pt', ...backboneMetadata({ ...options.fallback, arch: arch as ResNetPreset }) };
+    if (!Object.hasOwn(RESNET_PRESETS, arch) && !Object.hasOwn(VIT_PRESETS, arch)) {
+      throw new BadInputError(`backbone preset '${arch}' is not one of ${[...Object.keys(RESNET_PRESETS), ...Object.keys(VIT_PRESETS)].join(', ')}`, options.source);
+    }
+    const metadata = { ...decoded.metadata, format: decoded.metadata.format ?? 'pt', ...backboneMetadata({ ...options.fallback, arch: arch as ResNetPreset | VitPreset }) };
     body = encodeSafetensors(decoded.tensors, metadata);
     card = readBackboneCard(metadata)!;
   }
+  const format = options.format ?? (card.architecture.family === 'vit' ? 'timm' : 'torchvision');
+  const snippet = loaderSnippet(card, format, basename(options.out));
   const loader = loaderPathFor(options.out);
   writeFileSync(options.out, body);
-  writeFileSync(loader, loaderSnippet(card, options.format, basename(options.out)));
-  return { weights: options.out, loader, card, cardAdded };
+  writeFileSync(loader, snippet);
+  return { weights: options.out, loader, format, card, cardAdded };
 }

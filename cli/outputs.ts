@@ -142,10 +142,10 @@ export function registerOutputCommands(program: Command, out: CliOutput): void {
     .command('export')
     .description('write a run\'s backbone as a self-describing safetensors file and a Python loader (torchvision or timm, strict=True)')
     .argument('<run>', 'workflow id')
-    .addOption(new Option('--format <format>', 'module library the loader builds').choices([...LOADER_FORMATS]).default('torchvision'))
+    .addOption(new Option('--format <format>', 'module library the loader builds (default: torchvision for a ResNet, timm for a ViT, whose names are timm\'s)').choices([...LOADER_FORMATS]))
     .option('--out <file>', 'weights file (default: <run>-<method>-<arch>.safetensors); the loader goes beside it as <file>_load.py')
     .addOption(new Option('--backbone <which>', 'the pretrained backbone or the supervised baseline').choices(Object.keys(BACKBONE_ROLES)).default('pretrain'))
-    .action(async (id: string, o: { format: LoaderFormat; out?: string; backbone: keyof typeof BACKBONE_ROLES }) => {
+    .action(async (id: string, o: { format?: LoaderFormat; out?: string; backbone: keyof typeof BACKBONE_ROLES }) => {
       const { history, close } = await fetchRun(id);
       try {
         const role = BACKBONE_ROLES[o.backbone];
@@ -173,10 +173,10 @@ export function registerOutputCommands(program: Command, out: CliOutput): void {
               ? `  ${written.card.method} backbone, ViT (patch ${a.patchSize}, ${a.embedDim}-d, depth ${a.depth}, ${a.numHeads} heads, ${a.imageSize} px), ${a.embedDim}-d class token`
               : `  ${written.card.method} backbone, ResNet-${a.depth} (${a.block}, widths ${a.widths.join('/')}, ${a.stem.kind} stem), ${a.outChannels}-d pooled features`,
             `  input: RGB in [0, 1], mean ${written.card.input.mean.join('/')}, std ${written.card.input.std.join('/')}${written.card.input.imageSize ? `, trained at ${written.card.input.imageSize} px` : ''}`,
-            `wrote ${written.loader} (${o.format}; load_backbone() builds the module and loads with strict=True)`,
+            `wrote ${written.loader} (${written.format}; load_backbone() builds the module and loads with strict=True)`,
             `  try it: python3 ${written.loader}`,
           ].join('\n'),
-          { ...written, source, format: o.format },
+          { ...written, source },
         );
       } finally {
         await close();

@@ -6,8 +6,8 @@ import { BadInputError } from './errors.js';
 import { hasUserInfo } from './redact.js';
 import { shardConfigSchema } from '../stages/data/index.js';
 import { proposalConfigSchema, resolveRecipe } from '../stages/proposals/index.js';
-import { pretrainConfigSchema } from '../stages/pretrain/config.js';
-import { methodModule } from '../stages/methods/index.js';
+import { BACKBONE_FAMILIES, pretrainConfigSchema } from '../stages/pretrain/config.js';
+import { isMethodName, methodModule } from '../stages/methods/index.js';
 import { evaluationConfigSchema } from '../stages/downstream/index.js';
 
 export const storeConfigSchema = z
@@ -92,11 +92,15 @@ export function describeZodError(error: z.ZodError, source: string): string {
 /**
  * The evaluation rebuilds the backbone the pretraining trained (and a random-init one of the same
  * shape for the baseline), so its architecture follows `pretrain.backbone.arch` unless set explicitly.
+ * A method of another family than ResNet (a ViT method) without `pretrain.backbone.arch` trains its
+ * family's default preset, and the evaluation follows that one.
  */
 function linkBackboneArch(raw: unknown): unknown {
   if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return raw;
-  const r = raw as { pretrain?: { backbone?: { arch?: unknown } }; evaluation?: { backbone?: { arch?: unknown } } };
-  const arch = r.pretrain?.backbone?.arch;
+  const r = raw as { pretrain?: { method?: unknown; backbone?: { arch?: unknown } }; evaluation?: { backbone?: { arch?: unknown } } };
+  const method = r.pretrain?.method;
+  const family = typeof method === 'string' && isMethodName(method) ? methodModule(method).architecture : undefined;
+  const arch = r.pretrain?.backbone?.arch ?? (family && family !== 'resnet' ? BACKBONE_FAMILIES[family].default : undefined);
   if (arch === undefined || r.evaluation?.backbone?.arch !== undefined) return raw;
   if (r.evaluation !== undefined && (typeof r.evaluation !== 'object' || r.evaluation === null)) return raw;
   return { ...r, evaluation: { ...(r.evaluation ?? {}), backbone: { ...(r.evaluation?.backbone ?? {}), arch } } };

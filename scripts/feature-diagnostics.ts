@@ -29,7 +29,7 @@ const pixels = Array.from({ length: N }, (_, i) => {
 
 for (const pair of pairs) {
   const [label, key] = pair.split('=') as [string, string];
-  const { model } = await loadBackbone(store, arch, 0, key === 'random' ? null : key);
+  const { model } = await loadBackbone(store, arch, 0, key === 'random' ? null : key, { imageSize: SIZE });
   const f = extractFeatures(model, pixels, SIZE, 32);
   const stats = tf.tidy(() => {
     const pooled = tf.tensor2d(f.pooled, [f.n, f.channels]);

@@ -9,6 +9,9 @@
  * TensorBoard: each trained head's per-epoch loss and time (`<task>/loss`, `<task>/secondsPerEpoch`,
  * by epoch) while it trains, and every final metric (`metrics/<name>`), go to
  * `<output prefix>/tensorboard/` in the store (one file per attempt).
+ * The backbone is a ResNet or a ViT (backbone.ts `EvalBackbone`): every task but the DETRs runs on
+ * either, a ViT through its class token (or mean patch token), its patch-token map, and ViTDet's
+ * simple feature pyramid for detection (docs/downstream.md, "ViT backbones").
  */
 import { z } from 'zod';
 import { limitMessage } from '../../core/bounds.js';
@@ -17,8 +20,9 @@ import { joinKey, putJson } from '../../core/store/index.js';
 import type { Stage, StageRef, StageRunContext } from '../../core/stage.js';
 import { StoreEventWriter, tensorboardPrefix } from '../../core/tfevents.js';
 import { initBackend, tf } from '../../core/tf.js';
-import type { ResNet } from '../engine/resnet.js';
-import { extractFeatures, loadBackbone, type Features } from './backbone.js';
+import { ResNet } from '../engine/resnet.js';
+import { VIT_PRESETS } from '../engine/vit.js';
+import { extractFeatures, isVitArch, loadBackbone, VIT_POOLINGS, type EvalBackbone, type EvalBackboneOptions, type Features } from './backbone.js';
 import { detectionConfigSchema } from './detection/config.js';
 import { runDetectionTask } from './detection/task.js';
 import { detrConfigSchema } from './detr/config.js';
@@ -81,8 +85,14 @@ export const evaluationConfigSchema = z
     featureBatchSize: z.number().int().min(1).max(1024).default(32),
     backbone: z
       .object({
-        /** engine ResNet preset; must match what the pretraining stage trained (also used for the random-init baseline). */
+        /** engine ResNet or ViT preset; must match what the pretraining stage trained (also used for the random-init baseline). */
         arch: z.string().default('resnet18-w16-cifar'),
+        /**
+         * ViT only: the image-level feature of kNN and the linear probe. 'cls' (the default when absent) is the class
+         * token, as MoCo v3 and MAE probe; 'mean' the mean patch token (backbone.ts VIT_POOLINGS). Optional without a
+         * default, so ResNet evaluations' cache keys stay as they were.
+         */
+        pooling: z.enum(VIT_POOLINGS).optional(),
       })
       .strict()
       .prefault({}),
@@ -174,6 +184,19 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
     const missing = config.tasks.filter((t) => !IMPLEMENTED_TASKS.includes(t));
     if (missing.length) throw new BadInputError(`task(s) ${missing.join(', ')} not implemented in this version (implemented: ${IMPLEMENTED_TASKS.join(', ')})`, 'evaluation.tasks');
     if (inputs.backbone && typeof inputs.backbone.result?.backboneKey !== 'string') throw new BadInputError('backbone ref has no backboneKey', 'inputs.backbone');
+    const arch = archOf(inputs, config);
+    if (!isVitArch(arch)) {
+      if (config.backbone.pooling) throw new BadInputError(`pooling '${config.backbone.pooling}' is for ViT backbones; ${arch} is a ResNet (its pooled feature is the global average of C5)`, 'evaluation.backbone.pooling');
+    } else {
+      const resnetOnly = config.tasks.filter((task) => task === 'detr');
+      if (resnetOnly.length) throw new BadInputError(`task(s) ${resnetOnly.join(', ')} fine-tune a ResNet-backed DETR; ${arch} is a ViT (use 'detection', which builds ViTDet's simple feature pyramid)`, 'evaluation.tasks');
+      const patch = VIT_PRESETS[arch].patchSize;
+      const grid = config.imageSize / patch;
+      if (!Number.isInteger(grid)) throw new BadInputError(`${arch} has ${patch} px patches: imageSize ${config.imageSize} is not a multiple of it`, 'evaluation.imageSize');
+      if (config.tasks.includes('detection') && grid % 2 !== 0) {
+        throw new BadInputError(`detection on ${arch} max-pools its ${grid}x${grid} patch grid by 2 (the simple feature pyramid): imageSize must be a multiple of ${2 * patch}`, 'evaluation.imageSize');
+      }
+    }
   },
   async run(ctx, inputs, config) {
     await initBackend('auto');
@@ -206,8 +229,10 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
   const train = labelSubset(trainAll.samples, config.labelFraction, config.seed);
   ctx.log(`evaluate: ${train.length}/${trainAll.samples.length} labelled training samples (fraction ${config.labelFraction}), ${evalSplit.samples.length} eval samples, backbone ${arch} ${backboneKey ?? '(random init)'}`);
 
-  const { model, ignored } = await loadBackbone(ctx.store, arch, config.seed, backboneKey);
+  const { model, ignored, resampled } = await loadBackbone(ctx.store, arch, config.seed, backboneKey, backboneOptions(config));
   if (ignored.length) ctx.log(`evaluate: ignored ${ignored.length} non-backbone tensors (e.g. ${ignored.slice(0, 3).join(', ')})`);
+  if (resampled.length) ctx.log(`evaluate: position embedding resampled bicubically to the ${config.imageSize} px grid: ${resampled.join(', ')}`);
+  if (model.family === 'vit') ctx.log(`evaluate: ViT features: ${config.backbone.pooling ?? 'cls'} pooling for knn/linear, the patch-token map for dense tasks`);
   let trainFeatures: Features | null = null;
   let evalFeatures: Features | null = null;
   let featureSeconds = 0;
@@ -277,6 +302,11 @@ async function runEvaluation(ctx: StageRunContext, inputs: EvalInputs, config: E
   return { metrics: finiteOnly(metrics), metricsKey, perClassKey, predictionsKey };
 }
 
+/** How the evaluated backbone is built: at the evaluation's image size (a ViT's grid), with the configured ViT pooling. */
+function backboneOptions(config: EvaluationConfig): EvalBackboneOptions {
+  return { imageSize: config.imageSize, ...(config.backbone.pooling ? { pooling: config.backbone.pooling } : {}) };
+}
+
 /** Monotone checkpoint step across tasks: task index in the high part, epoch in the low part. */
 function checkpointStep(tasks: string[], task: string, epoch: number): number {
   return tasks.indexOf(task) * 1_000_000 + Math.min(epoch, 999_999);
@@ -291,7 +321,7 @@ interface TaskContext {
   ctx: StageRunContext;
   config: EvaluationConfig;
   classes: string[];
-  model: ResNet;
+  model: EvalBackbone;
   arch: string;
   backboneKey: string | null;
   /** The pretraining run's exported detector (UP-DETR's `exports.detector`), for the 'detr' task. */
@@ -304,23 +334,20 @@ interface TaskContext {
   report(fraction: number, message: string, metrics?: Record<string, number>, epoch?: number): void;
 }
 
+/** Each task's runner; `satisfies` makes a task without one a compile error. */
+const TASK_RUNNERS = {
+  knn: runKnn,
+  linear: runLinear,
+  semseg: runSemseg,
+  'unsup-seg': runUnsupSeg,
+  detection: runDetection,
+  detr: runDetr,
+} satisfies Record<EvaluationTask, (t: TaskContext) => Promise<TaskOutcome>>;
+
 async function runTask(task: EvaluationTask, t: TaskContext): Promise<TaskOutcome> {
-  switch (task) {
-    case 'knn':
-      return runKnn(t);
-    case 'linear':
-      return runLinear(t);
-    case 'semseg':
-      return runSemseg(t);
-    case 'unsup-seg':
-      return runUnsupSeg(t);
-    case 'detection':
-      return runDetection(t);
-    case 'detr':
-      return runDetr(t);
-    default:
-      throw new BadInputError(`task '${task}' is not implemented`, 'evaluation.tasks');
-  }
+  const run = TASK_RUNNERS[task] as ((t: TaskContext) => Promise<TaskOutcome>) | undefined;
+  if (!run) throw new BadInputError(`task '${task}' is not implemented`, 'evaluation.tasks');
+  return run(t);
 }
 
 /** Rows of labelled samples only (images with neither an image label nor an object have none). */
@@ -380,7 +407,7 @@ async function runSemseg(t: TaskContext): Promise<TaskOutcome> {
   if (train.length === 0 || evalSamples.length === 0) throw new BadInputError('semseg needs samples with instance masks in both splits', 'evaluation.tasks');
   const numClasses = t.classes.length + 1; // + background
   // Fine-tuning changes the backbone: do it on a fresh copy so later tasks still see the evaluated weights.
-  const model = c.mode === 'finetune' ? (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model : t.model;
+  const model = c.mode === 'finetune' ? await loadEvaluatedCopy(t) : t.model;
   let features: Features | null = null;
   if (c.mode === 'frozen') features = extractFeatures(model, train.map((s) => s.pixels), size, t.config.featureBatchSize);
   try {
@@ -442,6 +469,11 @@ async function runUnsupSeg(t: TaskContext): Promise<TaskOutcome> {
   };
 }
 
+/** A fresh copy of the evaluated backbone (either family), for tasks that fine-tune it. */
+async function loadEvaluatedCopy(t: TaskContext): Promise<EvalBackbone> {
+  return (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey, backboneOptions(t.config))).model;
+}
+
 /** What both detector tasks (FCOS on the backbone, the whole DETR) take from the evaluation: data, a fresh backbone copy, checkpoints, progress. */
 function detectorTaskBase(t: TaskContext, epochs: number) {
   return {
@@ -451,7 +483,13 @@ function detectorTaskBase(t: TaskContext, epochs: number) {
     classes: t.classes,
     train: t.train,
     evalSamples: t.evalSamples,
-    loadCopy: async () => (await loadBackbone(t.ctx.store, t.arch, t.config.seed, t.backboneKey)).model,
+    /** The DETR-family tasks fine-tune a ResNet (validate() refuses them on a ViT). */
+    loadCopy: async (): Promise<ResNet> => {
+      const model = await loadEvaluatedCopy(t);
+      if (model instanceof ResNet) return model;
+      model.dispose();
+      throw new BadInputError(`this detector task needs a ResNet backbone; ${t.arch} is a ViT`, 'evaluation.tasks');
+    },
     checkpointer: t.checkpointer,
     signal: t.ctx.signal,
     onEpoch: (epoch: number, loss: number, seconds: number, extra?: { lr: number; imagesPerSecond: number }) =>
@@ -460,7 +498,7 @@ function detectorTaskBase(t: TaskContext, epochs: number) {
 }
 
 async function runDetection(t: TaskContext): Promise<TaskOutcome> {
-  return runDetectionTask({ ...detectorTaskBase(t, t.config.detection.epochs), config: t.config.detection, model: t.model });
+  return runDetectionTask({ ...detectorTaskBase(t, t.config.detection.epochs), loadCopy: () => loadEvaluatedCopy(t), config: t.config.detection, model: t.model });
 }
 
 async function runDetr(t: TaskContext): Promise<TaskOutcome> {

@@ -4,13 +4,12 @@
  * logits bilinearly upsampled to the label resolution, per-pixel cross-entropy that skips the
  * ignore index. `frozen` trains the head on cached backbone features; `finetune` trains the
  * backbone too (BatchNorm in training mode), the protocol of the dense SSL papers' VOC/Cityscapes
- * numbers.
+ * numbers. On a ViT the features are its patch tokens as a [g, g, D] map (stride = patch size).
  */
 import { tf } from '../../core/tf.js';
-import type { ResNet } from '../engine/resnet.js';
 import { Conv2d } from '../engine/layers.js';
 import { Initializer, ParamStore } from '../engine/params.js';
-import type { Features } from './backbone.js';
+import type { EvalBackbone, Features } from './backbone.js';
 import { IGNORE_INDEX } from './metrics/segmentation.js';
 import { sgdTrainingOptions, trainLoop, type SgdTrainingOptions } from './training.js';
 
@@ -48,7 +47,7 @@ export function maskedPixelCrossEntropy(logits: tf.Tensor4D, labels: tf.Tensor3D
 }
 
 export async function trainSemanticSegmentation(
-  model: ResNet,
+  model: EvalBackbone,
   train: { pixels: Float32Array[]; labels: Uint8Array[]; features: Features | null },
   size: number,
   numClasses: number,
@@ -81,7 +80,7 @@ export async function trainSemanticSegmentation(
 }
 
 /** Label maps predicted for `pixels` (eval-mode backbone), batchSize at a time. */
-export function predictSegmentation(model: ResNet, head: FcnHead, pixels: Float32Array[], size: number, batchSize: number): Uint8Array[] {
+export function predictSegmentation(model: EvalBackbone, head: FcnHead, pixels: Float32Array[], size: number, batchSize: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   for (let s = 0; s < pixels.length; s += batchSize) {
     const chunk = pixels.slice(s, s + batchSize);

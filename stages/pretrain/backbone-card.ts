@@ -12,7 +12,7 @@
  *   torchvision   one-line recipe for people reading the header
  */
 import { RESNET_PRESETS, type ResNetConfig, type ResNetPreset } from '../engine/resnet.js';
-import { IncompatibleArtifactError } from '../../core/errors.js';
+import { BadInputError } from '../../core/errors.js';
 import { VIT_PRESETS, type VitConfig, type VitPreset } from '../engine/vit.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from './feeder.js';
 
@@ -129,7 +129,7 @@ export function readBackboneCard(metadata: Record<string, string>): BackboneCard
     method: metadata.method ?? 'unknown',
     arch: metadata.arch ?? 'unknown',
     steps: Number(metadata.steps ?? 0),
-    architecture: JSON.parse(metadata.architecture) as BackboneArchitecture,
+    architecture: JSON.parse(metadata.architecture) as BackboneArchitecture | VitArchitecture,
     input: JSON.parse(metadata.input) as BackboneInput,
   };
 }
@@ -141,6 +141,69 @@ function torchvisionName(a: BackboneArchitecture): string | null {
   return name && a.widths[0] === 64 && a.stem.kind === 'imagenet' ? name : null;
 }
 
+/**
+ * The loader of a ViT file: timm's `VisionTransformer` (the class MAE, MoCo v3 and SiameseIM build
+ * their encoders on) with the file's configuration, LayerNorm eps 1e-6, qkv bias, no head
+ * (num_classes=0: net(x) is the class token after the final norm), loaded with strict=True; the
+ * file's pos_embed is the fixed 2-D sin-cos embedding the run trained with, loaded into timm's
+ * (learnable) pos_embed as is. torchvision's VisionTransformer names its tensors differently
+ * (`encoder.layers.encoder_layer_{i}...`), so a ViT exports for timm only.
+ */
+function vitLoaderSnippet(card: BackboneCard, a: VitArchitecture, format: LoaderFormat, fileName: string): string {
+  if (format !== 'timm') throw new BadInputError(`${card.arch} is a ViT with timm state_dict names: export it with --format timm (torchvision's VisionTransformer names its tensors differently)`, '--format');
+  const size = a.imageSize;
+  const grid = size / a.patchSize;
+  return `"""Load ${fileName}: the ${card.method} backbone of densepipe (preset ${card.arch}, ${card.steps} steps) as a timm VisionTransformer.
+
+Input: ${card.input.channels} in [${card.input.range.join(', ')}], normalised per channel with mean=${tuple(card.input.mean)} std=${tuple(card.input.std)},
+${card.input.layout}, ${size}x${size} (the size the position embedding was built for). Output of net(x): the ${a.embedDim}-d class token
+after the final norm; net.forward_features(x)[:, 1:] are the ${grid}x${grid} patch tokens (row-major), the dense map.
+"""
+import json
+import os
+import struct
+from functools import partial
+
+import torch
+from torch import nn
+from timm.models.vision_transformer import VisionTransformer
+
+MEAN = ${tuple(card.input.mean)}
+STD = ${tuple(card.input.std)}
+
+
+def read_safetensors(path):
+    try:
+        from safetensors.torch import load_file
+        return load_file(path)
+    except ImportError:
+        with open(path, 'rb') as f:
+            header = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+            data = f.read()
+        dtypes = {'F32': torch.float32, 'I64': torch.int64, 'I32': torch.int32}
+        return {name: torch.frombuffer(bytearray(data[t['data_offsets'][0]:t['data_offsets'][1]]), dtype=dtypes[t['dtype']]).reshape(t['shape'])
+                for name, t in header.items() if name != '__metadata__'}
+
+
+def build_backbone():
+    # densepipe preset ${card.arch} at ${size} px: patch ${a.patchSize}, width ${a.embedDim}, depth ${a.depth}, ${a.numHeads} heads, MLP ratio ${a.mlpRatio}
+    return VisionTransformer(img_size=${size}, patch_size=${a.patchSize}, embed_dim=${a.embedDim}, depth=${a.depth}, num_heads=${a.numHeads}, mlp_ratio=${a.mlpRatio},
+                             qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)
+
+
+def load_backbone(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), ${JSON.stringify(fileName)})):
+    net = build_backbone()
+    net.load_state_dict(read_safetensors(path), strict=True)
+    return net.eval()
+
+
+if __name__ == '__main__':
+    net = load_backbone()
+    x = (torch.rand(2, 3, ${size}, ${size}) - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    print(net(x).shape)  # torch.Size([2, ${a.embedDim}])
+`;
+}
+
 const tuple = (xs: number[]) => `(${xs.join(', ')}${xs.length === 1 ? ',' : ''})`;
 
 /**
@@ -150,7 +213,7 @@ const tuple = (xs: number[]) => `(${xs.join(', ')}${xs.length === 1 ? ',' : ''})
  */
 export function loaderSnippet(card: BackboneCard, format: LoaderFormat, fileName: string): string {
   const a = card.architecture;
-  if (a.family === 'vit') throw new IncompatibleArtifactError(`no ${format} loader for a ViT backbone yet (preset ${card.arch})`, fileName);
+  if (a.family === 'vit') return vitLoaderSnippet(card, a, format, fileName);
   const block = a.block === 'basic' ? 'BasicBlock' : 'Bottleneck';
   const stages = [0, 1, 2, 3];
   const padded = stages.map((s) => a.layers[s] ?? 1);

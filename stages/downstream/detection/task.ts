@@ -5,7 +5,7 @@
  * so later tasks still see the evaluated weights.
  */
 import { BadInputError } from '../../../core/errors.js';
-import type { ResNet } from '../../engine/resnet.js';
+import type { EvalBackbone } from '../backbone.js';
 import type { EvalSample } from '../eval-data.js';
 import type { EpochCheckpointer } from '../training.js';
 import type { DetectionConfig } from './config.js';
@@ -21,9 +21,9 @@ export interface DetectionTaskInput {
   train: EvalSample[];
   evalSamples: EvalSample[];
   /** The evaluated backbone (used as is when frozen). */
-  model: ResNet;
+  model: EvalBackbone;
   /** A fresh copy of the evaluated backbone, for fine-tuning. */
-  loadCopy(): Promise<ResNet>;
+  loadCopy(): Promise<EvalBackbone>;
   checkpointer?: EpochCheckpointer;
   signal?: AbortSignal;
   onEpoch?(epoch: number, loss: number, seconds: number): void;

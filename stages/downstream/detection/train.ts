@@ -9,9 +9,11 @@
  * epoch only runs the pyramid and head; 'finetune' runs the backbone in training mode every step.
  * With `masks`, the mask branch (mask-head.ts) is trained with the same steps on the batch's
  * ground-truth boxes and its loss is added; at inference it predicts a mask for every detection.
+ * A ViT has one map: ViTDet's simple feature pyramid (simple-pyramid.ts) makes the head's three
+ * levels from it, and trains with the head (frozen mode caches the ViT map only).
  */
 import { tf } from '../../../core/tf.js';
-import type { ResNet } from '../../engine/resnet.js';
+import type { EvalBackbone } from '../backbone.js';
 import { sgdTrainingOptions, trainLoop, type SgdTrainingOptions } from '../training.js';
 import type { Xyxy } from './boxes.js';
 import { FcosHead, type FcosHeadConfig } from './head.js';
@@ -19,6 +21,7 @@ import { fcosLosses, type FocalOptions } from './loss.js';
 import { MaskHead, maskLoss } from './mask-head.js';
 import { maskTarget, pasteMask } from './masks.js';
 import { locationGrid, pyramidLevels, type LocationGrid } from './points.js';
+import { SimpleFeaturePyramid } from './simple-pyramid.js';
 import { postprocessImage, type Detection, type PostprocessOptions } from './postprocess.js';
 import { assignTargets, type GroundTruthBoxes, type LocationTargets } from './targets.js';
 
@@ -54,8 +57,10 @@ export interface DetectorOptions extends SgdTrainingOptions {
 export interface Detector {
   head: FcosHead;
   grid: LocationGrid;
-  /** Indices into the backbone's stage outputs fed to the pyramid (its last three stages). */
+  /** Indices into the backbone's stage outputs fed to the pyramid (its last three stages; a ViT's one map). */
   stageIndices: number[];
+  /** A ViT's simple feature pyramid (the stage maps -> the head's levels); null for a ResNet (its stages are the levels). */
+  simple: SimpleFeaturePyramid | null;
   size: number;
   numClasses: number;
   maskHead: MaskHead | null;
@@ -64,24 +69,30 @@ export interface Detector {
 }
 
 /** The backbone stages a detector uses: C3-C5, or all stages of a shallower net. */
-export function detectionStages(model: ResNet): number[] {
+export function detectionStages(model: EvalBackbone): number[] {
   const n = model.stageChannels.length;
   return Array.from({ length: Math.min(3, n) }, (_, i) => n - Math.min(3, n) + i);
 }
 
-/** Map sizes of the chosen stages for a size x size input (one dry forward pass). */
-function stageMapSizes(model: ResNet, stageIndices: number[], size: number): Array<[number, number]> {
+/** The head's input levels from the chosen stage maps: the maps themselves, or a ViT's simple pyramid of its one map. */
+function levelsOf(detector: Pick<Detector, 'simple'>, stages: tf.Tensor4D[]): tf.Tensor4D[] {
+  return detector.simple ? detector.simple.apply(stages[0]!) : stages;
+}
+
+/** Map sizes of the head's levels for a size x size input (one dry forward pass). */
+function levelMapSizes(model: EvalBackbone, stageIndices: number[], simple: SimpleFeaturePyramid | null, size: number): Array<[number, number]> {
   return tf.tidy(() => {
     const out = model.apply(tf.zeros([1, size, size, 3]) as tf.Tensor4D, { training: false });
-    return stageIndices.map((i) => [out.stages[i]!.shape[1], out.stages[i]!.shape[2]] as [number, number]);
+    return levelsOf({ simple }, stageIndices.map((i) => out.stages[i]!)).map((m) => [m.shape[1], m.shape[2]] as [number, number]);
   });
 }
 
-export function buildDetector(model: ResNet, size: number, numClasses: number, o: Pick<DetectorOptions, 'channels' | 'towerConvs' | 'groups' | 'seed' | 'masks'>): Detector {
+export function buildDetector(model: EvalBackbone, size: number, numClasses: number, o: Pick<DetectorOptions, 'channels' | 'towerConvs' | 'groups' | 'seed' | 'masks'>): Detector {
   const stageIndices = detectionStages(model);
-  const grid = locationGrid(pyramidLevels(size, stageMapSizes(model, stageIndices, size)));
+  const simple = model.family === 'vit' ? new SimpleFeaturePyramid(model.stageChannels[stageIndices[0]!]!, size / levelMapSizes(model, stageIndices, null, size)[0]![0], o.seed) : null;
+  const grid = locationGrid(pyramidLevels(size, levelMapSizes(model, stageIndices, simple, size)));
   const config: FcosHeadConfig = {
-    inChannels: stageIndices.map((i) => model.stageChannels[i]!),
+    inChannels: simple ? simple.outChannels : stageIndices.map((i) => model.stageChannels[i]!),
     numClasses,
     channels: o.channels,
     towerConvs: o.towerConvs,
@@ -89,13 +100,14 @@ export function buildDetector(model: ResNet, size: number, numClasses: number, o
     priorProbability: 0.01,
   };
   const maskHead = o.masks ? new MaskHead({ channels: o.channels, numClasses, resolution: o.masks.resolution, convs: o.masks.convs, stride: grid.levels[0]!.stride }, o.seed) : null;
-  return { head: new FcosHead(config, o.seed), grid, stageIndices, size, numClasses, maskHead, maskMaxDetections: o.masks?.maxDetections ?? Infinity };
+  return { head: new FcosHead(config, o.seed), grid, stageIndices, simple, size, numClasses, maskHead, maskMaxDetections: o.masks?.maxDetections ?? Infinity };
 }
 
 /** Releases the detector's own weights (not the backbone's). */
 export function disposeDetector(d: Detector): void {
   d.head.params.dispose();
   d.maskHead?.params.dispose();
+  d.simple?.params.dispose();
 }
 
 interface MaskRoi {
@@ -140,7 +152,7 @@ function stackPixels(samples: Array<{ pixels: Float32Array }>, size: number): tf
 }
 
 /** Eval-mode C3-C5 maps of every sample, kept in JS memory for frozen training. */
-function cacheStageFeatures(model: ResNet, samples: DetectionSample[], stageIndices: number[], size: number, batchSize: number) {
+function cacheStageFeatures(model: EvalBackbone, samples: DetectionSample[], stageIndices: number[], size: number, batchSize: number) {
   const cached = stageIndices.map(() => ({ data: [] as Float32Array[], shape: [0, 0, 0] as [number, number, number] }));
   for (let s = 0; s < samples.length; s += batchSize) {
     const chunk = samples.slice(s, s + batchSize);
@@ -166,7 +178,7 @@ function cacheStageFeatures(model: ResNet, samples: DetectionSample[], stageIndi
 }
 
 export async function trainDetector(
-  model: ResNet,
+  model: EvalBackbone,
   train: DetectionSample[],
   size: number,
   numClasses: number,
@@ -177,7 +189,7 @@ export async function trainDetector(
   const targets = train.map((s) => assignTargets(grid, s, { centerSampleRadius: o.centerSampleRadius }));
   const positivesPerImage = targets.reduce((a, t) => a + t.numPositive, 0) / Math.max(1, targets.length);
   const rois = maskHead ? train.map((s) => maskRois(s, size, maskHead.config.resolution)) : [];
-  const headVars = [...head.params.vars, ...(maskHead?.params.vars ?? [])].map(([k, v]) => [`detector.${k}`, v] as const);
+  const headVars = [...(detector.simple?.params.vars ?? []), ...head.params.vars, ...(maskHead?.params.vars ?? [])].map(([k, v]) => [`detector.${k}`, v] as const);
   const params = o.mode === 'finetune' ? new Map([...model.params.vars, ...headVars]) : new Map(headVars);
   const cachedFeatures = o.mode === 'frozen' ? cacheStageFeatures(model, train, stageIndices, size, o.batchSize) : null;
   const result = await trainLoop({
@@ -193,7 +205,7 @@ export async function trainDetector(
             return stageIndices.map((i) => out.stages[i]!);
           })();
       const t = batchTargets(indices.map((i) => targets[i]!), grid.count);
-      const out = head.apply(stages);
+      const out = head.apply(levelsOf(detector, stages));
       const boxLoss = fcosLosses(out, t, o.focal).total;
       const batchRois = indices.flatMap((i, j) => (maskHead ? rois[i]!.map((r) => ({ ...r, image: j })) : []));
       if (!maskHead || batchRois.length === 0) return boxLoss;
@@ -208,7 +220,7 @@ export async function trainDetector(
 }
 
 /** Detections for every image (eval-mode backbone), `batchSize` images per forward pass. */
-export function detect(model: ResNet, detector: Detector, pixels: Float32Array[], batchSize: number, o: PostprocessOptions): Detection[][] {
+export function detect(model: EvalBackbone, detector: Detector, pixels: Float32Array[], batchSize: number, o: PostprocessOptions): Detection[][] {
   const { grid, size, numClasses } = detector;
   const out: Detection[][] = [];
   for (let s = 0; s < pixels.length; s += batchSize) {
@@ -217,7 +229,7 @@ export function detect(model: ResNet, detector: Detector, pixels: Float32Array[]
     const [cls, ltrb, ctr] = tf.tidy(() => {
       const x = stackPixels(chunk.map((p) => ({ pixels: p })), size);
       const stages = model.apply(x, { training: false }).stages;
-      const r = detector.head.apply(detector.stageIndices.map((i) => stages[i]!));
+      const r = detector.head.apply(levelsOf(detector, detector.stageIndices.map((i) => stages[i]!)));
       if (detector.maskHead) finest = tf.keep(r.pyramid[0]!);
       return [r.classLogits.dataSync() as Float32Array, r.ltrb.dataSync() as Float32Array, r.centernessLogits.dataSync() as Float32Array];
     });
