@@ -15,6 +15,16 @@
  *   - targets: crowd objects and degenerate boxes dropped (ConvertCocoPolysToMask), boxes as (cx, cy, w, h) / size;
  *   - inference (PostProcess): softmax, each query's best object class and its probability as the score, boxes back to
  *     pixels; all Q queries of an image are scored.
+ * With `kind` 'deformable' (chosen by a `densepipe.deformable-detr/v1` export, DETReg's, or by the config) the detector
+ * is the engine's `DeformableDetr` fine-tuned as amirbar/DETReg@a4b6363 main.py does (docs/downstream.md, "Deformable
+ * DETR"): built from the export's metadata, every exported tensor loaded but `class_embed.*` (main.py --pretrain deletes
+ * every key holding 'class_embed'), DETReg's pretext head `feature_embed.*` ignored (strict=False drops it); on the
+ * backbone's C3..C5 maps; the focal matcher and criterion (costs 2 / 5 / 2, weights 2 / 5 / 2, α 0.25); AdamW lr 2e-4,
+ * backbone 2e-5, `reference_points` / `sampling_offsets` at lr × 0.1; clip 0.1; inference as Deformable DETR's
+ * `PostProcess` (sigmoid, the top 100 (query, class) pairs of an image). Without an export it is the same detector from
+ * scratch at `detr.deformable`'s sizes (the low-data claim's baseline arm).
+ * The low-data settings (DETReg's --filter_pct 0.01 / 0.1) are the stage's `evaluation.labelFraction`: `train` is
+ * already that subset (eval-data.ts `labelSubset`).
  * Scaled down: no augmentation (the images are the eval stage's squares, unpadded), epochs of this split.
  * Epoch checkpoints hold every weight, both optimizers' moments, the shuffling RNG and the step count, so a retried
  * attempt resumes at the next epoch and ends with the same numbers (dropout masks are a function of (seed, step)).
@@ -22,7 +32,10 @@
 import { BadInputError, IncompatibleArtifactError, throwIfAborted } from '../../../core/errors.js';
 import { Rng } from '../../../core/rng.js';
 import { tf } from '../../../core/tf.js';
-import { setCriterion, type SetCriterionConfig } from '../../engine/detr/criterion.js';
+import type { DropoutContext } from '../../engine/detr/attention.js';
+import { setCriterion, type DetrOutputs, type SetCriterionConfig } from '../../engine/detr/criterion.js';
+import { DeformableDetr, type DeformableDetrConfig, type DeformableTransformerConfig } from '../../engine/detr/deformable.js';
+import { deformableSetCriterion, type DeformableCriterionConfig } from '../../engine/detr/deformable_criterion.js';
 import { DetrHead, type DetrHeadConfig } from '../../engine/detr/detr.js';
 import type { DetrTarget } from '../../engine/detr/matcher.js';
 import type { DetrTransformerConfig } from '../../engine/detr/transformer.js';
@@ -37,7 +50,7 @@ import { scoreDetections } from '../detection/evaluate.js';
 import type { Detection } from '../detection/postprocess.js';
 import type { EvalSample } from '../eval-data.js';
 import type { EpochCheckpointer } from '../training.js';
-import type { DetrConfig } from './config.js';
+import { deformableFinetuneSchema, type DeformableFinetuneConfig, type DetrConfig, type DetrKind } from './config.js';
 
 export interface DetrTaskInput {
   config: DetrConfig;
@@ -87,12 +100,101 @@ export function detrHeadConfig(c: DetrConfig, numClasses: number, backboneChanne
   return { backboneChannels, numClasses, numQueries: exported?.numQueries ?? c.numQueries, auxLoss: true, transformer };
 }
 
-/** The exported detector's tensors and shape; IncompatibleArtifactError when it is not one. */
-export function readDetector(bytes: Uint8Array, source: string): { tensors: Map<string, TorchTensor>; shape: DetectorShape } {
+/**
+ * What a `densepipe.deformable-detr/v1` export (DETReg's `exports.detector`) says about its detector: the transformer
+ * config, queries, its pretext classes, the backbone levels' channels (C3..C5) and the variant flags.
+ */
+export interface DeformableDetectorShape extends DeformableTransformerConfig {
+  numQueries: number;
+  numClasses: number;
+  backboneChannels: number[];
+  withBoxRefine: boolean;
+  twoStage: boolean;
+}
+
+/** Each detector export schema and the metadata entry holding its shape. */
+const DETECTOR_SCHEMAS = {
+  'densepipe.detr/v1': { kind: 'detr', entry: 'detr' },
+  'densepipe.deformable-detr/v1': { kind: 'deformable', entry: 'deformableDetr' },
+} as const satisfies Record<string, { kind: DetrKind; entry: string }>;
+
+export type ExportedDetector = { tensors: Map<string, TorchTensor> } & ({ kind: 'detr'; shape: DetectorShape } | { kind: 'deformable'; shape: DeformableDetectorShape });
+
+/** Any detector export (plain or deformable): its kind (from the schema), tensors and shape; IncompatibleArtifactError otherwise. */
+export function readDetectorExport(bytes: Uint8Array, source: string): ExportedDetector {
   const { tensors, metadata } = decodeSafetensors(new Uint8Array(bytes), source);
-  if (metadata.schema !== 'densepipe.detr/v1' || !metadata.detr) throw new IncompatibleArtifactError('not a DETR detector export (no densepipe.detr/v1 metadata)', source);
-  const shape = JSON.parse(metadata.detr) as DetectorShape;
-  return { tensors: new Map([...tensors].map(([k, t]) => [k, { shape: t.shape, values: typedArrayOf(t) as ArrayLike<number> }])), shape };
+  const schema = DETECTOR_SCHEMAS[metadata.schema as keyof typeof DETECTOR_SCHEMAS] as (typeof DETECTOR_SCHEMAS)[keyof typeof DETECTOR_SCHEMAS] | undefined;
+  const json = schema ? metadata[schema.entry] : undefined;
+  if (!schema || !json) throw new IncompatibleArtifactError(`not a detector export (schema '${metadata.schema ?? 'none'}'; known: ${Object.keys(DETECTOR_SCHEMAS).join(', ')} with their shape entry)`, source);
+  const read = new Map([...tensors].map(([k, t]): [string, TorchTensor] => [k, { shape: t.shape, values: typedArrayOf(t) as ArrayLike<number> }]));
+  if (schema.kind === 'detr') return { kind: 'detr', tensors: read, shape: JSON.parse(json) as DetectorShape };
+  const shape = JSON.parse(json) as DeformableDetectorShape;
+  if (shape.withBoxRefine || shape.twoStage) throw new IncompatibleArtifactError('the deformable detector was exported with box refinement or two-stage, which the engine does not build', source);
+  return { kind: 'deformable', tensors: read, shape };
+}
+
+/** The exported DETR detector's tensors and shape; IncompatibleArtifactError when it is not one. */
+export function readDetector(bytes: Uint8Array, source: string): { tensors: Map<string, TorchTensor>; shape: DetectorShape } {
+  const read = readDetectorExport(bytes, source);
+  if (read.kind !== 'detr') throw new IncompatibleArtifactError('not a DETR detector export (no densepipe.detr/v1 metadata)', source);
+  return { tensors: read.tensors, shape: read.shape };
+}
+
+/**
+ * The detector a task fine-tunes: with a pretrained detector the export's schema decides (a different `kind` in the
+ * config is refused, naming the field), otherwise `kind` (absent = plain DETR).
+ */
+export function resolveDetrKind(configured: DetrKind | undefined, exported: DetrKind | null, source: string | null): DetrKind {
+  if (exported === null) return configured ?? 'detr';
+  if (configured && configured !== exported) {
+    throw new BadInputError(`'${configured}' was asked for, but the pretrained detector (${source}) is a '${exported}' export; drop kind, or set pretrainedDetector false for a from-scratch arm`, 'evaluation.detr.kind');
+  }
+  return exported;
+}
+
+/** The Deformable DETR's config: the exported one's shape (its classes replaced), else `detr.deformable`'s from-scratch sizes. */
+export function deformableDetrConfig(d: DeformableFinetuneConfig, numClasses: number, backboneChannels: readonly number[], exported: DeformableDetectorShape | null): DeformableDetrConfig {
+  const transformer: DeformableTransformerConfig = exported
+    ? {
+        dModel: exported.dModel,
+        nHead: exported.nHead,
+        numEncoderLayers: exported.numEncoderLayers,
+        numDecoderLayers: exported.numDecoderLayers,
+        dimFeedforward: exported.dimFeedforward,
+        dropout: exported.dropout,
+        numFeatureLevels: exported.numFeatureLevels,
+        encNPoints: exported.encNPoints,
+        decNPoints: exported.decNPoints,
+      }
+    : { dModel: d.hiddenDim, nHead: d.nheads, numEncoderLayers: d.encLayers, numDecoderLayers: d.decLayers, dimFeedforward: d.dimFeedforward, dropout: d.dropout, numFeatureLevels: d.numFeatureLevels, encNPoints: d.encNPoints, decNPoints: d.decNPoints };
+  return { backboneChannels: [...backboneChannels], numClasses, numQueries: exported?.numQueries ?? d.numQueries, auxLoss: true, transformer };
+}
+
+/** Which tensors a pretrained deformable detector's fine-tune took from the file, kept fresh, and ignored. */
+export interface DetectorLoadReport {
+  loaded: string[];
+  /** The model's tensors left at their fresh initialisation (class_embed.*). */
+  fresh: string[];
+  /** The file's tensors not loaded (its class_embed.* and the pretext head feature_embed.*). */
+  ignored: string[];
+}
+
+/**
+ * DETReg main.py --pretrain on a Deformable DETR: every tensor of the file but those whose name holds 'class_embed'
+ * (`if 'class_embed' in k: del state_dict[k]`); DETReg's `feature_embed.*` ignored (load_state_dict(strict=False) drops it
+ * as unexpected). Stricter than strict=False otherwise: any other missing or unexpected tensor, or a shape that differs,
+ * is an IncompatibleArtifactError naming the file.
+ */
+export function loadPretrainedDeformable(store: ParamStore, tensors: Map<string, TorchTensor>, source: string): DetectorLoadReport {
+  const fresh = (name: string) => name.includes('class_embed');
+  const pretextOnly = (name: string) => name.startsWith('feature_embed.');
+  const wanted = new Map([...tensors].filter(([name]) => !fresh(name) && !pretextOnly(name)));
+  importStateDict(store, wanted, { skip: fresh, source });
+  return {
+    loaded: [...wanted.keys()].sort(),
+    fresh: [...store.vars.keys()].filter(fresh).sort(),
+    ignored: [...tensors.keys()].filter((name) => fresh(name) || pretextOnly(name)).sort(),
+  };
 }
 
 /** detr_main.py --pretrain: every head tensor from the file but `class_embed` (strict otherwise), the file's extra heads ignored. */
@@ -135,11 +237,121 @@ export function detrPostprocess(logits: Float32Array, boxes: Float32Array, queri
   );
 }
 
+/**
+ * Deformable DETR's `PostProcess` (amirbar/DETReg@a4b6363 models/deformable_detr.py): sigmoid of every (query, class)
+ * logit, the top `topK` pairs of the image (fewer when Q · C is smaller; torch.topk(prob.view(B, -1), 100)), each pair's
+ * query box (cxcywh → xyxy, × the image side) and class. Highest score first; equal logits keep the lower index first.
+ */
+export function deformablePostprocess(logits: Float32Array, boxes: Float32Array, queries: number, classes: number, size: number, topK: number): Detection[][] {
+  const per = queries * classes;
+  const images = logits.length / per;
+  const k = Math.min(topK, per);
+  return Array.from({ length: images }, (_, i) => {
+    const order = Array.from({ length: per }, (_, j) => j).sort((a, b) => logits[i * per + b]! - logits[i * per + a]! || a - b);
+    return order.slice(0, k).map((j) => {
+      const q = Math.floor(j / classes);
+      const [cx, cy, w, h] = boxes.subarray((i * queries + q) * 4, (i * queries + q) * 4 + 4);
+      const box: Xyxy = [(cx! - w! / 2) * size, (cy! - h! / 2) * size, (cx! + w! / 2) * size, (cy! + h! / 2) * size];
+      return { box, label: j % classes, score: 1 / (1 + Math.exp(-logits[i * per + j]!)) };
+    });
+  });
+}
+
 const batchOf = (samples: EvalSample[], idx: number[], size: number): tf.Tensor4D => {
   const data = new Float32Array(idx.length * size * size * 3);
   idx.forEach((i, j) => data.set(samples[i]!.pixels, j * size * size * 3));
   return tf.tensor4d(data, [idx.length, size, size, 3]);
 };
+
+/** What the fine-tuning loop needs of either detector (plain DETR or Deformable DETR). */
+interface FineTuned {
+  /** Head parameters (the detector but the backbone), the store the task made and disposes. */
+  store: ParamStore;
+  numQueries: number;
+  /** Learning rates, the step at which both drop ×0.1, the per-parameter multiple of the head's rate. */
+  lr: number;
+  lrBackbone: number;
+  lrDropAt: number;
+  lrScale?: (name: string) => number;
+  forward(backbone: ResNet, x: tf.Tensor4D, ctx: DropoutContext): DetrOutputs;
+  loss(out: DetrOutputs, targets: DetrTarget[]): tf.Scalar;
+  postprocess(logits: Float32Array, boxes: Float32Array): Detection[][];
+  load?: DetectorLoadReport;
+}
+
+const noPadding = (n: number, h: number, w: number) => tf.zeros([n, h, w], 'bool') as tf.Tensor3D;
+
+/** Plain DETR on the backbone's last map: softmax classes with no-object, SetCriterion, PostProcess over every query. */
+function plainDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, exported: { tensors: Map<string, TorchTensor>; shape: DetectorShape } | null): FineTuned {
+  const c = t.config;
+  if (exported && exported.shape.backboneChannels !== backbone.outChannels) {
+    throw new IncompatibleArtifactError(`the detector was pretrained on a ${exported.shape.backboneChannels}-channel backbone, the evaluated one has ${backbone.outChannels}`, t.detector!.source);
+  }
+  const config = detrHeadConfig(c, t.classes.length, backbone.outChannels, exported?.shape ?? null);
+  const detr = new DetrHead(store.scope(''), config, `downstream-detr-${t.seed}`);
+  if (exported) loadPretrainedDetector(store, exported.tensors, t.detector!.source);
+  const criterion: SetCriterionConfig = {
+    numClasses: t.classes.length,
+    eosCoef: c.eosCoef,
+    costs: { costClass: c.costClass, costBbox: c.costBbox, costGiou: c.costGiou },
+    weights: { ce: 1, bbox: c.bboxLossCoef, giou: c.giouLossCoef },
+  };
+  return {
+    store,
+    numQueries: config.numQueries,
+    lr: c.lr,
+    lrBackbone: c.lrBackbone,
+    lrDropAt: c.lrDropAt,
+    forward(net, x, ctx) {
+      const features = net.apply(x, { training: false }).dense;
+      const [n, h, w] = features.shape;
+      return detr.apply(features, noPadding(n, h, w), ctx);
+    },
+    loss: (out, targets) => setCriterion(out, targets, criterion).total,
+    postprocess: (logits, boxes) => detrPostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize),
+  };
+}
+
+/**
+ * Deformable DETR (DETReg's detector) on the backbone's C3..C5: the focal criterion, the reference_points /
+ * sampling_offsets rate multiple, top-k sigmoid PostProcess.
+ */
+function deformableDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, exported: { tensors: Map<string, TorchTensor>; shape: DeformableDetectorShape } | null): FineTuned {
+  const d = t.config.deformable ?? deformableFinetuneSchema.parse({});
+  if (backbone.stageChannels.length !== 4) throw new BadInputError(`a Deformable DETR reads the backbone's C3..C5; this ResNet has ${backbone.stageChannels.length} stages`, 'evaluation.backbone.arch');
+  const levels = backbone.stageChannels.slice(1, 4);
+  if (exported && exported.shape.backboneChannels.join(',') !== levels.join(',')) {
+    throw new IncompatibleArtifactError(`the detector was pretrained on backbone levels C3..C5 of [${exported.shape.backboneChannels}] channels, the evaluated backbone's are [${levels}]`, t.detector!.source);
+  }
+  const config = deformableDetrConfig(d, t.classes.length, levels, exported?.shape ?? null);
+  const detector = new DeformableDetr(store.scope(''), config, `downstream-deformable-detr-${t.seed}`);
+  const load = exported ? loadPretrainedDeformable(store, exported.tensors, t.detector!.source) : undefined;
+  const criterion: DeformableCriterionConfig = {
+    numClasses: t.classes.length,
+    focalAlpha: d.focalAlpha,
+    costs: { costClass: d.costClass, costBbox: d.costBbox, costGiou: d.costGiou },
+    weights: { ce: d.clsLossCoef, bbox: d.bboxLossCoef, giou: d.giouLossCoef },
+  };
+  // main.py lr_linear_proj_names with match_name_keywords (a substring test; pretrain/index.ts lrMultiplierOf).
+  const linearProj = ['reference_points', 'sampling_offsets'];
+  return {
+    store,
+    numQueries: config.numQueries,
+    lr: d.lr,
+    lrBackbone: d.lrBackbone,
+    lrDropAt: d.lrDropAt,
+    lrScale: (name) => (linearProj.some((k) => name.includes(k)) ? d.lrLinearProjMult : 1),
+    forward(net, x, ctx) {
+      const levelMaps = net.apply(x, { training: false }).stages.slice(1, 4);
+      const [n, h, w] = x.shape;
+      return detector.apply(levelMaps, noPadding(n, h, w), ctx);
+    },
+    // Called under the tape (tf.variableGrads tidies the per-term losses).
+    loss: (out, targets) => deformableSetCriterion(out, targets, criterion).total,
+    postprocess: (logits, boxes) => deformablePostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize, d.topK),
+    ...(load ? { load } : {}),
+  };
+}
 
 export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
   const c = t.config;
@@ -150,46 +362,39 @@ export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
     const bad = s.labels.find((l) => !(l >= 0 && l < t.classes.length));
     if (bad !== undefined) throw new BadInputError(`object class ${bad} is outside the dataset's ${t.classes.length} classes`, s.key);
   }
-  const exported = t.detector && c.pretrainedDetector ? readDetector(t.detector.bytes, t.detector.source) : null;
+  const exported = t.detector && c.pretrainedDetector ? readDetectorExport(t.detector.bytes, t.detector.source) : null;
+  const kind = resolveDetrKind(c.kind, exported?.kind ?? null, t.detector?.source ?? null);
   const backbone = await t.loadCopy();
   const head = new ParamStore();
   const optimizers: AdamW[] = [];
   try {
-    if (exported && exported.shape.backboneChannels !== backbone.outChannels) {
-      throw new IncompatibleArtifactError(`the detector was pretrained on a ${exported.shape.backboneChannels}-channel backbone, the evaluated one has ${backbone.outChannels}`, t.detector!.source);
-    }
-    const config = detrHeadConfig(c, t.classes.length, backbone.outChannels, exported?.shape ?? null);
-    const detr = new DetrHead(head.scope(''), config, `downstream-detr-${t.seed}`);
-    if (exported) loadPretrainedDetector(head, exported.tensors, t.detector!.source);
-    // models/backbone.py: FrozenBatchNorm2d (buffers only); only layer2-4 train, and only with lr_backbone > 0.
+    const m =
+      kind === 'deformable'
+        ? deformableDetr(t, backbone, head, exported?.kind === 'deformable' ? exported : null)
+        : plainDetr(t, backbone, head, exported?.kind === 'detr' ? exported : null);
+    // models/backbone.py: FrozenBatchNorm2d (buffers only); only layer2-4 t.train, and only with lr_backbone > 0.
     const backboneParams = new Map<string, tf.Variable>();
     for (const [name, v] of backbone.params.vars) {
       const role = backbone.params.info.get(name)?.role;
-      v.trainable = c.lrBackbone > 0 && /^layer[234]\./.test(name) && role !== 'norm' && role !== 'buffer';
+      v.trainable = m.lrBackbone > 0 && /^layer[234]\./.test(name) && role !== 'norm' && role !== 'buffer';
       if (v.trainable) backboneParams.set(`backbone.${name}`, v);
     }
-    const headParams = head.trainable();
+    const headParams = m.store.trainable();
     // main.py's param groups: one AdamW, every parameter decayed; two instances here for the two learning rates.
-    const headOpt = new AdamW(headParams, { weightDecay: c.weightDecay, noDecay: excludeNothing }, head.info);
+    const headOpt = new AdamW(headParams, { weightDecay: c.weightDecay, noDecay: excludeNothing, ...(m.lrScale ? { lrScale: m.lrScale } : {}) }, m.store.info);
     optimizers.push(headOpt);
     const backboneOpt = backboneParams.size ? new AdamW(backboneParams, { weightDecay: c.weightDecay, noDecay: excludeNothing }) : null;
     if (backboneOpt) optimizers.push(backboneOpt);
-    const criterion: SetCriterionConfig = {
-      numClasses: t.classes.length,
-      eosCoef: c.eosCoef,
-      costs: { costClass: c.costClass, costBbox: c.costBbox, costGiou: c.costGiou },
-      weights: { ce: 1, bbox: c.bboxLossCoef, giou: c.giouLossCoef },
-    };
     const all = new Map([...backboneParams, ...headParams]);
     const state = () =>
       new Map<string, tf.Variable>([
         ...[...backbone.params.vars].map(([k, v]): [string, tf.Variable] => [`backbone.${k}`, v]),
-        ...[...head.vars].map(([k, v]): [string, tf.Variable] => [`detr.${k}`, v]),
+        ...[...m.store.vars].map(([k, v]): [string, tf.Variable] => [`detr.${k}`, v]),
         ...optimizers.flatMap((o, i) => [...o.slots()].map(([k, v]): [string, tf.Variable] => [`optimizer${i}.${k}`, v])),
       ]);
 
     const stepsPerEpoch = Math.ceil(t.train.length / c.batchSize);
-    const dropEpoch = Math.round(c.lrDropAt * c.epochs);
+    const dropEpoch = Math.round(m.lrDropAt * c.epochs);
     const rng = Rng.fromSeed('downstream-detr', t.seed);
     let startEpoch = 0;
     const resume = await t.checkpointer?.load();
@@ -199,7 +404,6 @@ export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
       for (const o of optimizers) o.loadCounters({ stepCount: resume.stepCount });
       startEpoch = resume.epoch;
     }
-    const mask = (n: number, h: number, w: number) => tf.zeros([n, h, w], 'bool') as tf.Tensor3D;
     let finalLoss = NaN;
     const secondsPerEpoch: number[] = [];
     for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
@@ -212,16 +416,11 @@ export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
         const idx = order.slice(s * c.batchSize, (s + 1) * c.batchSize);
         const x = batchOf(t.train, idx, size);
         const dropoutRng = Rng.fromSeed('downstream-detr-dropout', t.seed, headOpt.stepCount);
-        const { loss, grads } = namedGradients(() => {
-          const features = backbone.apply(x, { training: false }).dense;
-          const [n, h, w] = features.shape;
-          const out = detr.apply(features, mask(n, h, w), { training: true, rng: dropoutRng });
-          return setCriterion(out, idx.map((i) => targets[i]!), criterion).total;
-        }, all);
+        const { loss, grads } = namedGradients(() => m.loss(m.forward(backbone, x, { training: true, rng: dropoutRng }), idx.map((i) => targets[i]!)), all);
         const clipped = c.clipMaxNorm > 0 ? clipGradientsByGlobalNorm(grads, c.clipMaxNorm) : { grads, totalNorm: null };
         const pick = (names: Map<string, tf.Variable>) => new Map([...clipped.grads].filter(([k]) => names.has(k)));
-        headOpt.step(pick(headParams), c.lr * scale);
-        backboneOpt?.step(pick(backboneParams), c.lrBackbone * scale);
+        headOpt.step(pick(headParams), m.lr * scale);
+        backboneOpt?.step(pick(backboneParams), m.lrBackbone * scale);
         sum += (await loss.data())[0]!;
         tf.dispose([x, loss, ...(clipped.totalNorm ? [clipped.totalNorm] : [])]);
         disposeGradients(clipped.grads);
@@ -230,7 +429,7 @@ export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
       const seconds = (performance.now() - t0) / 1000;
       secondsPerEpoch.push(seconds);
       await t.checkpointer?.save(epoch + 1, state(), rng.state, headOpt.stepCount);
-      t.onEpoch?.(epoch + 1, finalLoss, seconds, { lr: c.lr * scale, imagesPerSecond: t.train.length / Math.max(seconds, 1e-9) });
+      t.onEpoch?.(epoch + 1, finalLoss, seconds, { lr: m.lr * scale, imagesPerSecond: t.train.length / Math.max(seconds, 1e-9) });
     }
 
     const t0 = performance.now();
@@ -238,17 +437,18 @@ export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
     for (let start = 0; start < t.evalSamples.length; start += t.batchSize) {
       const idx = Array.from({ length: Math.min(t.batchSize, t.evalSamples.length - start) }, (_, j) => start + j);
       const [logits, boxes] = tf.tidy(() => {
-        const features = backbone.apply(batchOf(t.evalSamples, idx, size), { training: false }).dense;
-        const [n, h, w] = features.shape;
-        const out = detr.apply(features, mask(n, h, w), { training: false });
+        const out = m.forward(backbone, batchOf(t.evalSamples, idx, size), { training: false });
         return [out.predLogits, out.predBoxes];
       });
-      detections.push(...detrPostprocess(logits.dataSync() as Float32Array, boxes.dataSync() as Float32Array, config.numQueries, t.classes.length, size));
+      detections.push(...m.postprocess(logits.dataSync() as Float32Array, boxes.dataSync() as Float32Array));
       tf.dispose([logits, boxes]);
     }
     const evalSeconds = (performance.now() - t0) / 1000;
     const scores = scoreDetections(t.evalSamples, detections, t.classes, size);
     const metrics = Object.fromEntries(Object.entries(scores.metrics).map(([k, v]) => [k.replace(/^det\./, 'detr.'), v]));
+    // The plain path's outputs are as before; the deformable kind adds its flag and what it loaded.
+    const extraMetrics: Record<string, number> = kind === 'deformable' ? { 'detr.deformable': 1 } : {};
+    const extraInfo = kind === 'deformable' ? { kind, ...(m.load ? { loaded: m.load.loaded.length, fresh: m.load.fresh, ignored: m.load.ignored } : {}) } : {};
     return {
       metrics: {
         ...metrics,
@@ -256,8 +456,9 @@ export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
         'detr.secondsPerEpoch': secondsPerEpoch.length ? secondsPerEpoch.reduce((a, b) => a + b, 0) / secondsPerEpoch.length : NaN,
         'detr.imagesPerSecond': t.evalSamples.length / Math.max(evalSeconds, 1e-9),
         'detr.pretrainedDetector': exported ? 1 : 0,
+        ...extraMetrics,
       },
-      perClass: { pretrainedDetector: Boolean(exported), ...scores.perClass },
+      perClass: { pretrainedDetector: Boolean(exported), ...extraInfo, ...scores.perClass },
       predictions: scores.predictions,
     };
   } finally {
