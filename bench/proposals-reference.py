@@ -3,10 +3,12 @@
 Writes the bench images into OUT_DIR (scikit-image sample photos at ~500 px, plus a 128x128 squash
 of each for the DETReg setting) and prints JSON with the median CPU time per image of:
 OpenCV ximgproc selective search (fast mode), skimage felzenszwalb and skimage slic,
-all single-threaded (cv2.setNumThreads(1); time.process_time).
+all single-threaded (cv2.setNumThreads(1); time.process_time), and for slic the SHA-256 of the
+label map as little-endian int32 (the bench checks that ours is identical).
 
 usage: python proposals-reference.py OUT_DIR REPEATS
 """
+import hashlib
 import json
 import os
 import statistics
@@ -59,7 +61,8 @@ def main():
         ms, labels = cpu_ms(lambda: felzenszwalb(rgb, scale=100, sigma=0.8, min_size=20), repeats)
         results.append({'image': name, 'method': 'felzenszwalb', 'ms': ms, 'count': int(labels.max() + 1)})
         ms, labels = cpu_ms(lambda: slic(rgb, n_segments=100, start_label=0), repeats)
-        results.append({'image': name, 'method': 'slic', 'ms': ms, 'count': int(labels.max() + 1)})
+        sha = hashlib.sha256(np.ascontiguousarray(labels, dtype='<i4').tobytes()).hexdigest()
+        results.append({'image': name, 'method': 'slic', 'ms': ms, 'count': int(labels.max() + 1), 'labelsSha256': sha})
     print(json.dumps({'versions': {'opencv': cv2.__version__, 'skimage': skimage.__version__, 'numpy': np.__version__}, 'results': results}))
 
 
