@@ -27,6 +27,8 @@ import { detectionConfigSchema } from './detection/config.js';
 import { runDetectionTask } from './detection/task.js';
 import { detrConfigSchema } from './detr/config.js';
 import { runDetrTask } from './detr/task.js';
+import { pairDetrConfigSchema } from './pairdetr/config.js';
+import { runPairDetrTask } from './pairdetr/task.js';
 import { labelSubset, loadEvalSplit, type DatasetRefResult, type EvalSample } from './eval-data.js';
 import { knnClassify } from './knn.js';
 import { linearProbe } from './linear-probe.js';
@@ -47,10 +49,10 @@ export { knnClassify } from './knn.js';
 export { kmeans } from './kmeans.js';
 export { labelSubset } from './eval-data.js';
 
-export const EVALUATION_TASKS = ['knn', 'linear', 'semseg', 'detection', 'unsup-seg', 'detr'] as const;
+export const EVALUATION_TASKS = ['knn', 'linear', 'semseg', 'detection', 'unsup-seg', 'detr', 'pairdetr'] as const;
 export type EvaluationTask = (typeof EVALUATION_TASKS)[number];
 /** Tasks this version runs (all of EVALUATION_TASKS; validate() refuses any other). */
-export const IMPLEMENTED_TASKS: readonly EvaluationTask[] = ['knn', 'linear', 'semseg', 'unsup-seg', 'detection', 'detr'];
+export const IMPLEMENTED_TASKS: readonly EvaluationTask[] = ['knn', 'linear', 'semseg', 'unsup-seg', 'detection', 'detr', 'pairdetr'];
 
 /** Upper bounds (core/bounds.ts) of fields the schema did not bound yet; each message says what it protects. */
 const EVAL_LIMITS = { epochs: 1000, k: 10_000, hidden: 8192, clusters: 1000, repeats: 20 } as const;
@@ -123,6 +125,8 @@ export const evaluationConfigSchema = z
     detection: detectionConfigSchema.prefault({}),
     /** DETR fine-tuning (stages/downstream/detr): the whole detector, from a pretraining run's exported one or from scratch. */
     detr: detrConfigSchema.prefault({}),
+    /** Pair DETR training (stages/downstream/pairdetr, arXiv 2210.16476): two decoders, keypoint pairs, contrastive pair association. */
+    pairdetr: pairDetrConfigSchema.prefault({}),
     unsupSeg: z
       .object({
         /** Clusters per image; 'segments' = as many as the image has ground-truth segments (objects + background). */
@@ -173,7 +177,12 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
   // The `detr` block enters the key only when the task runs, so adding it left every other evaluation's key as it was.
   // Blocks that default to "nothing new" stay out of the key, so evaluations cached before they existed stay valid:
   // `detr` only when that task runs, `repeats` only when above 1 (one repeat is the plain evaluation).
-  keyConfig: ({ detr, repeats, ...rest }) => ({ ...rest, ...(repeats > 1 ? { repeats } : {}), ...(rest.tasks.includes('detr') ? { detr } : {}) }),
+  keyConfig: ({ detr, pairdetr, repeats, ...rest }) => ({
+    ...rest,
+    ...(repeats > 1 ? { repeats } : {}),
+    ...(rest.tasks.includes('detr') ? { detr } : {}),
+    ...(rest.tasks.includes('pairdetr') ? { pairdetr } : {}),
+  }),
   validate(inputs, config) {
     if (!inputs?.dataset?.result?.splits) throw new BadInputError('dataset ref has no splits', 'inputs.dataset');
     for (const split of [config.trainSplit, config.evalSplit]) {
@@ -188,7 +197,7 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
     if (!isVitArch(arch)) {
       if (config.backbone.pooling) throw new BadInputError(`pooling '${config.backbone.pooling}' is for ViT backbones; ${arch} is a ResNet (its pooled feature is the global average of C5)`, 'evaluation.backbone.pooling');
     } else {
-      const resnetOnly = config.tasks.filter((task) => task === 'detr');
+      const resnetOnly = config.tasks.filter((task) => task === 'detr' || task === 'pairdetr');
       if (resnetOnly.length) throw new BadInputError(`task(s) ${resnetOnly.join(', ')} fine-tune a ResNet-backed DETR; ${arch} is a ViT (use 'detection', which builds ViTDet's simple feature pyramid)`, 'evaluation.tasks');
       const patch = VIT_PRESETS[arch].patchSize;
       const grid = config.imageSize / patch;
@@ -342,6 +351,7 @@ const TASK_RUNNERS = {
   'unsup-seg': runUnsupSeg,
   detection: runDetection,
   detr: runDetr,
+  pairdetr: runPairDetr,
 } satisfies Record<EvaluationTask, (t: TaskContext) => Promise<TaskOutcome>>;
 
 async function runTask(task: EvaluationTask, t: TaskContext): Promise<TaskOutcome> {
@@ -504,6 +514,10 @@ async function runDetection(t: TaskContext): Promise<TaskOutcome> {
 async function runDetr(t: TaskContext): Promise<TaskOutcome> {
   const detector = t.detectorKey ? { bytes: await t.ctx.store.get(t.detectorKey), source: t.ctx.store.url(t.detectorKey) } : null;
   return runDetrTask({ ...detectorTaskBase(t, t.config.detr.epochs), config: t.config.detr, detector });
+}
+
+async function runPairDetr(t: TaskContext): Promise<TaskOutcome> {
+  return runPairDetrTask({ ...detectorTaskBase(t, t.config.pairdetr.epochs), config: t.config.pairdetr });
 }
 
 function mean(xs: number[]): number {

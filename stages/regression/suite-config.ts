@@ -32,6 +32,7 @@ export const QUALITY_METRICS_BY_TASK: Record<EvaluationTask, readonly string[]> 
   'unsup-seg': ['unsup-seg.mIoU'],
   detection: ['detection.bboxAP', 'detection.bboxAP50'],
   detr: ['detr.AP', 'detr.AP50'],
+  pairdetr: ['pairdetr.AP', 'pairdetr.AP50'],
 };
 
 export const noiseBandSchema = z.strictObject({
