@@ -263,26 +263,161 @@ const batchOf = (samples: EvalSample[], idx: number[], size: number): tf.Tensor4
   return tf.tensor4d(data, [idx.length, size, size, 3]);
 };
 
-/** What the fine-tuning loop needs of either detector (plain DETR or Deformable DETR). */
-interface FineTuned {
+/** What the shared fine-tuning loop (`fineTuneDetector`) needs of a detector: plain DETR, Deformable DETR, Pair DETR. */
+export interface TrainableDetector {
   /** Head parameters (the detector but the backbone), the store the task made and disposes. */
   store: ParamStore;
-  numQueries: number;
-  /** Learning rates, the step at which both drop ×0.1, the per-parameter multiple of the head's rate. */
+  /** Checkpoint names of the head's tensors are `<name>.<tensor>`. */
+  name: string;
+  /** Learning rates, the fraction of the epochs after which both drop ×0.1, the per-parameter multiple of the head's rate. */
   lr: number;
   lrBackbone: number;
   lrDropAt: number;
   lrScale?: (name: string) => number;
-  forward(backbone: ResNet, x: tf.Tensor4D, ctx: DropoutContext): DetrOutputs;
-  loss(out: DetrOutputs, targets: DetrTarget[]): tf.Scalar;
-  postprocess(logits: Float32Array, boxes: Float32Array): Detection[][];
-  load?: DetectorLoadReport;
+  /** A training batch's loss, called under the tape; `extras`: named loss terms averaged per epoch (Pair DETR's pair loss). */
+  loss(backbone: ResNet, x: tf.Tensor4D, targets: DetrTarget[], ctx: DropoutContext): { total: tf.Scalar; extras?: Record<string, tf.Scalar> };
+  /** An eval batch's detections (inference mode). */
+  detect(backbone: ResNet, x: tf.Tensor4D): Detection[][];
+}
+
+/** A detector's per-image targets for the training split, refusing a split without boxes or a class outside the dataset's. */
+export function detectorTargets(t: Pick<DetrTaskInput, 'train' | 'evalSamples' | 'classes' | 'imageSize'>, task: string): DetrTarget[] {
+  const targets = t.train.map((s) => detrTargets(s, t.imageSize));
+  if (targets.every((x) => x.labels.length === 0)) throw new BadInputError(`${task} needs training samples with boxes (the training split has no objects)`, 'evaluation.tasks');
+  for (const s of [...t.train, ...t.evalSamples]) {
+    const bad = s.labels.find((l) => !(l >= 0 && l < t.classes.length));
+    if (bad !== undefined) throw new BadInputError(`object class ${bad} is outside the dataset's ${t.classes.length} classes`, s.key);
+  }
+  return targets;
+}
+
+export interface FineTunedDetector {
+  finalLoss: number;
+  /** The last epoch's mean of each `extras` term. */
+  finalExtras: Record<string, number>;
+  secondsPerEpoch: number;
+  evalImagesPerSecond: number;
+  scores: ReturnType<typeof scoreDetections>;
+}
+
+/**
+ * The DETR fine-tuning loop (main.py / engine.py), shared by every DETR-family task: the backbone as DETR's `Backbone`
+ * (FrozenBatchNorm2d, conv1 and layer1 frozen, layer2-4 at `lrBackbone`, 0 = frozen); AdamW over every trained
+ * parameter with one weight decay (two instances for the two learning rates), gradient norm clipped to `clipMaxNorm`,
+ * both rates ×0.1 from `lrDropAt` of the epochs; epoch checkpoints of every weight, both optimizers' moments, the
+ * shuffling RNG and the step count; then inference over the eval split, scored with cocoEvaluate (bbox).
+ */
+export async function fineTuneDetector(
+  t: Omit<DetrTaskInput, 'config' | 'detector'>,
+  c: Pick<DetrConfig, 'epochs' | 'batchSize' | 'weightDecay' | 'clipMaxNorm'>,
+  backbone: ResNet,
+  targets: DetrTarget[],
+  m: TrainableDetector,
+): Promise<FineTunedDetector> {
+  const size = t.imageSize;
+  const optimizers: AdamW[] = [];
+  try {
+    const backboneParams = new Map<string, tf.Variable>();
+    for (const [name, v] of backbone.params.vars) {
+      const role = backbone.params.info.get(name)?.role;
+      v.trainable = m.lrBackbone > 0 && /^layer[234]\./.test(name) && role !== 'norm' && role !== 'buffer';
+      if (v.trainable) backboneParams.set(`backbone.${name}`, v);
+    }
+    const headParams = m.store.trainable();
+    const headOpt = new AdamW(headParams, { weightDecay: c.weightDecay, noDecay: excludeNothing, ...(m.lrScale ? { lrScale: m.lrScale } : {}) }, m.store.info);
+    optimizers.push(headOpt);
+    const backboneOpt = backboneParams.size ? new AdamW(backboneParams, { weightDecay: c.weightDecay, noDecay: excludeNothing }) : null;
+    if (backboneOpt) optimizers.push(backboneOpt);
+    const all = new Map([...backboneParams, ...headParams]);
+    const state = () =>
+      new Map<string, tf.Variable>([
+        ...[...backbone.params.vars].map(([k, v]): [string, tf.Variable] => [`backbone.${k}`, v]),
+        ...[...m.store.vars].map(([k, v]): [string, tf.Variable] => [`${m.name}.${k}`, v]),
+        ...optimizers.flatMap((o, i) => [...o.slots()].map(([k, v]): [string, tf.Variable] => [`optimizer${i}.${k}`, v])),
+      ]);
+
+    const stepsPerEpoch = Math.ceil(t.train.length / c.batchSize);
+    const dropEpoch = Math.round(m.lrDropAt * c.epochs);
+    // One stream for every DETR-family task: at equal batch sizes they see the same batches.
+    const rng = Rng.fromSeed('downstream-detr', t.seed);
+    let startEpoch = 0;
+    const resume = await t.checkpointer?.load();
+    if (resume) {
+      resume.restore(state());
+      rng.state = resume.rngState;
+      for (const o of optimizers) o.loadCounters({ stepCount: resume.stepCount });
+      startEpoch = resume.epoch;
+    }
+    let finalLoss = NaN;
+    let finalExtras: Record<string, number> = {};
+    const secondsPerEpoch: number[] = [];
+    for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
+      const t0 = performance.now();
+      const scale = epoch >= dropEpoch ? 0.1 : 1;
+      const order = rng.shuffle(Array.from({ length: t.train.length }, (_, i) => i));
+      let sum = 0;
+      const extraSums: Record<string, number> = {};
+      for (let s = 0; s < stepsPerEpoch; s++) {
+        throwIfAborted(t.signal);
+        const idx = order.slice(s * c.batchSize, (s + 1) * c.batchSize);
+        const x = batchOf(t.train, idx, size);
+        const dropoutRng = Rng.fromSeed('downstream-detr-dropout', t.seed, headOpt.stepCount);
+        const kept: Record<string, tf.Scalar> = {};
+        const { loss, grads } = namedGradients(() => {
+          const out = m.loss(backbone, x, idx.map((i) => targets[i]!), { training: true, rng: dropoutRng });
+          for (const [k, v] of Object.entries(out.extras ?? {})) kept[k] = tf.keep(v.clone());
+          return out.total;
+        }, all);
+        const clipped = c.clipMaxNorm > 0 ? clipGradientsByGlobalNorm(grads, c.clipMaxNorm) : { grads, totalNorm: null };
+        const pick = (names: Map<string, tf.Variable>) => new Map([...clipped.grads].filter(([k]) => names.has(k)));
+        headOpt.step(pick(headParams), m.lr * scale);
+        backboneOpt?.step(pick(backboneParams), m.lrBackbone * scale);
+        sum += (await loss.data())[0]!;
+        for (const [k, v] of Object.entries(kept)) extraSums[k] = (extraSums[k] ?? 0) + v.dataSync()[0]!;
+        tf.dispose([x, loss, ...Object.values(kept), ...(clipped.totalNorm ? [clipped.totalNorm] : [])]);
+        disposeGradients(clipped.grads);
+      }
+      finalLoss = sum / stepsPerEpoch;
+      finalExtras = Object.fromEntries(Object.entries(extraSums).map(([k, v]) => [k, v / stepsPerEpoch]));
+      const seconds = (performance.now() - t0) / 1000;
+      secondsPerEpoch.push(seconds);
+      await t.checkpointer?.save(epoch + 1, state(), rng.state, headOpt.stepCount);
+      t.onEpoch?.(epoch + 1, finalLoss, seconds, { lr: m.lr * scale, imagesPerSecond: t.train.length / Math.max(seconds, 1e-9) });
+    }
+
+    const t0 = performance.now();
+    const detections: Detection[][] = [];
+    for (let start = 0; start < t.evalSamples.length; start += t.batchSize) {
+      const idx = Array.from({ length: Math.min(t.batchSize, t.evalSamples.length - start) }, (_, j) => start + j);
+      const x = batchOf(t.evalSamples, idx, size);
+      try {
+        detections.push(...m.detect(backbone, x));
+      } finally {
+        x.dispose();
+      }
+    }
+    const evalSeconds = (performance.now() - t0) / 1000;
+    return {
+      finalLoss,
+      finalExtras,
+      secondsPerEpoch: secondsPerEpoch.length ? secondsPerEpoch.reduce((a, b) => a + b, 0) / secondsPerEpoch.length : NaN,
+      evalImagesPerSecond: t.evalSamples.length / Math.max(evalSeconds, 1e-9),
+      scores: scoreDetections(t.evalSamples, detections, t.classes, size),
+    };
+  } finally {
+    for (const o of optimizers) o.dispose();
+  }
+}
+
+/** A detector's metrics under its task's name (`det.AP` → `detr.AP`). */
+export function renameDetectionMetrics(metrics: Record<string, number>, task: string): Record<string, number> {
+  return Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k.replace(/^det\./, `${task}.`), v]));
 }
 
 const noPadding = (n: number, h: number, w: number) => tf.zeros([n, h, w], 'bool') as tf.Tensor3D;
 
 /** Plain DETR on the backbone's last map: softmax classes with no-object, SetCriterion, PostProcess over every query. */
-function plainDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, exported: { tensors: Map<string, TorchTensor>; shape: DetectorShape } | null): FineTuned {
+function plainDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, exported: { tensors: Map<string, TorchTensor>; shape: DetectorShape } | null): TrainableDetector & { load?: undefined } {
   const c = t.config;
   if (exported && exported.shape.backboneChannels !== backbone.outChannels) {
     throw new IncompatibleArtifactError(`the detector was pretrained on a ${exported.shape.backboneChannels}-channel backbone, the evaluated one has ${backbone.outChannels}`, t.detector!.source);
@@ -296,27 +431,45 @@ function plainDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, export
     costs: { costClass: c.costClass, costBbox: c.costBbox, costGiou: c.costGiou },
     weights: { ce: 1, bbox: c.bboxLossCoef, giou: c.giouLossCoef },
   };
+  const forward = (net: ResNet, x: tf.Tensor4D, ctx: DropoutContext): DetrOutputs => {
+    const features = net.apply(x, { training: false }).dense;
+    const [n, h, w] = features.shape;
+    return detr.apply(features, noPadding(n, h, w), ctx);
+  };
   return {
     store,
-    numQueries: config.numQueries,
+    name: 'detr',
     lr: c.lr,
     lrBackbone: c.lrBackbone,
     lrDropAt: c.lrDropAt,
-    forward(net, x, ctx) {
-      const features = net.apply(x, { training: false }).dense;
-      const [n, h, w] = features.shape;
-      return detr.apply(features, noPadding(n, h, w), ctx);
-    },
-    loss: (out, targets) => setCriterion(out, targets, criterion).total,
-    postprocess: (logits, boxes) => detrPostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize),
+    loss: (net, x, targets, ctx) => ({ total: setCriterion(forward(net, x, ctx), targets, criterion).total }),
+    detect: (net, x) => detectWith(forward, net, x, (logits, boxes) => detrPostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize)),
   };
+}
+
+/** Inference through a DETR-style forward: its logits and boxes read back, then the task's PostProcess. */
+function detectWith(
+  forward: (net: ResNet, x: tf.Tensor4D, ctx: DropoutContext) => DetrOutputs,
+  net: ResNet,
+  x: tf.Tensor4D,
+  postprocess: (logits: Float32Array, boxes: Float32Array) => Detection[][],
+): Detection[][] {
+  const [logits, boxes] = tf.tidy(() => {
+    const out = forward(net, x, { training: false });
+    return [out.predLogits, out.predBoxes];
+  });
+  try {
+    return postprocess(logits.dataSync() as Float32Array, boxes.dataSync() as Float32Array);
+  } finally {
+    tf.dispose([logits, boxes]);
+  }
 }
 
 /**
  * Deformable DETR (DETReg's detector) on the backbone's C3..C5: the focal criterion, the reference_points /
  * sampling_offsets rate multiple, top-k sigmoid PostProcess.
  */
-function deformableDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, exported: { tensors: Map<string, TorchTensor>; shape: DeformableDetectorShape } | null): FineTuned {
+function deformableDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, exported: { tensors: Map<string, TorchTensor>; shape: DeformableDetectorShape } | null): TrainableDetector & { load?: DetectorLoadReport } {
   const d = t.config.deformable ?? deformableFinetuneSchema.parse({});
   if (backbone.stageChannels.length !== 4) throw new BadInputError(`a Deformable DETR reads the backbone's C3..C5; this ResNet has ${backbone.stageChannels.length} stages`, 'evaluation.backbone.arch');
   const levels = backbone.stageChannels.slice(1, 4);
@@ -334,135 +487,54 @@ function deformableDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, e
   };
   // main.py lr_linear_proj_names with match_name_keywords (a substring test; pretrain/index.ts lrMultiplierOf).
   const linearProj = ['reference_points', 'sampling_offsets'];
+  const forward = (net: ResNet, x: tf.Tensor4D, ctx: DropoutContext): DetrOutputs => {
+    const levelMaps = net.apply(x, { training: false }).stages.slice(1, 4);
+    const [n, h, w] = x.shape;
+    return detector.apply(levelMaps, noPadding(n, h, w), ctx);
+  };
   return {
     store,
-    numQueries: config.numQueries,
+    name: 'detr',
     lr: d.lr,
     lrBackbone: d.lrBackbone,
     lrDropAt: d.lrDropAt,
     lrScale: (name) => (linearProj.some((k) => name.includes(k)) ? d.lrLinearProjMult : 1),
-    forward(net, x, ctx) {
-      const levelMaps = net.apply(x, { training: false }).stages.slice(1, 4);
-      const [n, h, w] = x.shape;
-      return detector.apply(levelMaps, noPadding(n, h, w), ctx);
-    },
     // Called under the tape (tf.variableGrads tidies the per-term losses).
-    loss: (out, targets) => deformableSetCriterion(out, targets, criterion).total,
-    postprocess: (logits, boxes) => deformablePostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize, d.topK),
+    loss: (net, x, targets, ctx) => ({ total: deformableSetCriterion(forward(net, x, ctx), targets, criterion).total }),
+    detect: (net, x) => detectWith(forward, net, x, (logits, boxes) => deformablePostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize, d.topK)),
     ...(load ? { load } : {}),
   };
 }
 
 export async function runDetrTask(t: DetrTaskInput): Promise<DetrTaskOutcome> {
   const c = t.config;
-  const size = t.imageSize;
-  const targets = t.train.map((s) => detrTargets(s, size));
-  if (targets.every((x) => x.labels.length === 0)) throw new BadInputError('detr needs training samples with boxes (the training split has no objects)', 'evaluation.tasks');
-  for (const s of [...t.train, ...t.evalSamples]) {
-    const bad = s.labels.find((l) => !(l >= 0 && l < t.classes.length));
-    if (bad !== undefined) throw new BadInputError(`object class ${bad} is outside the dataset's ${t.classes.length} classes`, s.key);
-  }
+  const targets = detectorTargets(t, 'detr');
   const exported = t.detector && c.pretrainedDetector ? readDetectorExport(t.detector.bytes, t.detector.source) : null;
   const kind = resolveDetrKind(c.kind, exported?.kind ?? null, t.detector?.source ?? null);
   const backbone = await t.loadCopy();
   const head = new ParamStore();
-  const optimizers: AdamW[] = [];
   try {
     const m =
       kind === 'deformable'
         ? deformableDetr(t, backbone, head, exported?.kind === 'deformable' ? exported : null)
         : plainDetr(t, backbone, head, exported?.kind === 'detr' ? exported : null);
-    // models/backbone.py: FrozenBatchNorm2d (buffers only); only layer2-4 t.train, and only with lr_backbone > 0.
-    const backboneParams = new Map<string, tf.Variable>();
-    for (const [name, v] of backbone.params.vars) {
-      const role = backbone.params.info.get(name)?.role;
-      v.trainable = m.lrBackbone > 0 && /^layer[234]\./.test(name) && role !== 'norm' && role !== 'buffer';
-      if (v.trainable) backboneParams.set(`backbone.${name}`, v);
-    }
-    const headParams = m.store.trainable();
-    // main.py's param groups: one AdamW, every parameter decayed; two instances here for the two learning rates.
-    const headOpt = new AdamW(headParams, { weightDecay: c.weightDecay, noDecay: excludeNothing, ...(m.lrScale ? { lrScale: m.lrScale } : {}) }, m.store.info);
-    optimizers.push(headOpt);
-    const backboneOpt = backboneParams.size ? new AdamW(backboneParams, { weightDecay: c.weightDecay, noDecay: excludeNothing }) : null;
-    if (backboneOpt) optimizers.push(backboneOpt);
-    const all = new Map([...backboneParams, ...headParams]);
-    const state = () =>
-      new Map<string, tf.Variable>([
-        ...[...backbone.params.vars].map(([k, v]): [string, tf.Variable] => [`backbone.${k}`, v]),
-        ...[...m.store.vars].map(([k, v]): [string, tf.Variable] => [`detr.${k}`, v]),
-        ...optimizers.flatMap((o, i) => [...o.slots()].map(([k, v]): [string, tf.Variable] => [`optimizer${i}.${k}`, v])),
-      ]);
-
-    const stepsPerEpoch = Math.ceil(t.train.length / c.batchSize);
-    const dropEpoch = Math.round(m.lrDropAt * c.epochs);
-    const rng = Rng.fromSeed('downstream-detr', t.seed);
-    let startEpoch = 0;
-    const resume = await t.checkpointer?.load();
-    if (resume) {
-      resume.restore(state());
-      rng.state = resume.rngState;
-      for (const o of optimizers) o.loadCounters({ stepCount: resume.stepCount });
-      startEpoch = resume.epoch;
-    }
-    let finalLoss = NaN;
-    const secondsPerEpoch: number[] = [];
-    for (let epoch = startEpoch; epoch < c.epochs; epoch++) {
-      const t0 = performance.now();
-      const scale = epoch >= dropEpoch ? 0.1 : 1;
-      const order = rng.shuffle(Array.from({ length: t.train.length }, (_, i) => i));
-      let sum = 0;
-      for (let s = 0; s < stepsPerEpoch; s++) {
-        throwIfAborted(t.signal);
-        const idx = order.slice(s * c.batchSize, (s + 1) * c.batchSize);
-        const x = batchOf(t.train, idx, size);
-        const dropoutRng = Rng.fromSeed('downstream-detr-dropout', t.seed, headOpt.stepCount);
-        const { loss, grads } = namedGradients(() => m.loss(m.forward(backbone, x, { training: true, rng: dropoutRng }), idx.map((i) => targets[i]!)), all);
-        const clipped = c.clipMaxNorm > 0 ? clipGradientsByGlobalNorm(grads, c.clipMaxNorm) : { grads, totalNorm: null };
-        const pick = (names: Map<string, tf.Variable>) => new Map([...clipped.grads].filter(([k]) => names.has(k)));
-        headOpt.step(pick(headParams), m.lr * scale);
-        backboneOpt?.step(pick(backboneParams), m.lrBackbone * scale);
-        sum += (await loss.data())[0]!;
-        tf.dispose([x, loss, ...(clipped.totalNorm ? [clipped.totalNorm] : [])]);
-        disposeGradients(clipped.grads);
-      }
-      finalLoss = sum / stepsPerEpoch;
-      const seconds = (performance.now() - t0) / 1000;
-      secondsPerEpoch.push(seconds);
-      await t.checkpointer?.save(epoch + 1, state(), rng.state, headOpt.stepCount);
-      t.onEpoch?.(epoch + 1, finalLoss, seconds, { lr: m.lr * scale, imagesPerSecond: t.train.length / Math.max(seconds, 1e-9) });
-    }
-
-    const t0 = performance.now();
-    const detections: Detection[][] = [];
-    for (let start = 0; start < t.evalSamples.length; start += t.batchSize) {
-      const idx = Array.from({ length: Math.min(t.batchSize, t.evalSamples.length - start) }, (_, j) => start + j);
-      const [logits, boxes] = tf.tidy(() => {
-        const out = m.forward(backbone, batchOf(t.evalSamples, idx, size), { training: false });
-        return [out.predLogits, out.predBoxes];
-      });
-      detections.push(...m.postprocess(logits.dataSync() as Float32Array, boxes.dataSync() as Float32Array));
-      tf.dispose([logits, boxes]);
-    }
-    const evalSeconds = (performance.now() - t0) / 1000;
-    const scores = scoreDetections(t.evalSamples, detections, t.classes, size);
-    const metrics = Object.fromEntries(Object.entries(scores.metrics).map(([k, v]) => [k.replace(/^det\./, 'detr.'), v]));
+    const run = await fineTuneDetector(t, c, backbone, targets, m);
     // The plain path's outputs are as before; the deformable kind adds its flag and what it loaded.
     const extraMetrics: Record<string, number> = kind === 'deformable' ? { 'detr.deformable': 1 } : {};
     const extraInfo = kind === 'deformable' ? { kind, ...(m.load ? { loaded: m.load.loaded.length, fresh: m.load.fresh, ignored: m.load.ignored } : {}) } : {};
     return {
       metrics: {
-        ...metrics,
-        'detr.finalLoss': finalLoss,
-        'detr.secondsPerEpoch': secondsPerEpoch.length ? secondsPerEpoch.reduce((a, b) => a + b, 0) / secondsPerEpoch.length : NaN,
-        'detr.imagesPerSecond': t.evalSamples.length / Math.max(evalSeconds, 1e-9),
+        ...renameDetectionMetrics(run.scores.metrics, 'detr'),
+        'detr.finalLoss': run.finalLoss,
+        'detr.secondsPerEpoch': run.secondsPerEpoch,
+        'detr.imagesPerSecond': run.evalImagesPerSecond,
         'detr.pretrainedDetector': exported ? 1 : 0,
         ...extraMetrics,
       },
-      perClass: { pretrainedDetector: Boolean(exported), ...extraInfo, ...scores.perClass },
-      predictions: scores.predictions,
+      perClass: { pretrainedDetector: Boolean(exported), ...extraInfo, ...run.scores.perClass },
+      predictions: run.scores.predictions,
     };
   } finally {
-    for (const o of optimizers) o.dispose();
     head.dispose();
     backbone.dispose();
   }
