@@ -12,9 +12,12 @@
  *
  * Ours = the pretraining stage's code path: pretrainConfigSchema → createMethod + createOptimizer → method.step at
  * the scheduled learning rate (× lrScale). Arguments: each method's paper defaults, except `shuffleBnGroups: 1` where
- * the method has it (the reference is one process: plain BN over the batch). Steps are timed late in a nominal run
- * (step 900 of 1000, after one warm-up step at 899), where every term of every loss is on (SwAV's prototypes free
- * after 313 steps, DenseSiam's region term from 80 %), identically on both sides.
+ * the method has it (the reference is one process: plain BN over the batch), and UP-DETR at its module's `smallScale`
+ * arguments (SMALL_SCALE_ARGS: its paper sizes are for 800-px images) with its frozen CNN at random init (`backboneKey`
+ * null on both sides: frozen weights cost the same whatever their values). Steps are timed late in a nominal run (step
+ * 900 of 1000, after one warm-up step at 899), where every term of every loss is on (SwAV's prototypes free after 313
+ * steps, DenseSiam's region term from 80 %), identically on both sides. Randomness a step draws itself and a reference
+ * must replay (UP-DETR's query patches) is drawn again from the step's rng and written into the spec (STEP_DRAWS).
  *
  * Reference = test/fixtures/methods/bench_step.py SPEC_DIR: the official repository's model, loss, optimizer and state
  * updates imported at its pinned commit (test/fixtures/methods/official.py), torchvision's resnet18 as the backbone;
@@ -24,6 +27,7 @@
  * Usage: npm run bench -- train-throughput [methods=a,b] [steps=N] [sizes=64,224] [python=/usr/bin/python3] [keep=DIR]
  *   (the older --steps N / --sizes 64,224 / --python PATH spellings work too). Default: every method, 3 timed steps,
  *   64 px for every method plus 224 px for MoCo v2 and DenseCL; `sizes=` runs every selected method at those sizes.
+ *   Every method: bench/results/train-throughput.json; a `methods=` subset: train-throughput-A-B.json beside it.
  *   keep=DIR keeps each case's reference input in DIR/METHOD@SIZE (rerun it: python3 bench_step.py DIR/METHOD@SIZE).
  */
 import { spawnSync } from 'node:child_process';
@@ -39,6 +43,7 @@ import { FileArtifactStore } from '../core/store/index.js';
 import { initBackend } from '../core/tf.js';
 import { shardConfigSchema, shardStage } from '../stages/data/index.js';
 import { METHOD_NAMES, methodModule, type MethodName } from '../stages/methods/index.js';
+import { drawPatches, type UpDetrArgs } from '../stages/methods/updetr.js';
 import { proposalStage } from '../stages/proposals/index.js';
 import { createMethod, createOptimizer, disposeBatch, learningRate, pretrainConfigSchema, toMethodBatch, type PretrainConfig } from '../stages/pretrain/index.js';
 import { loadProposals, MethodBatchFeeder, type HostBatch } from '../stages/pretrain/feeder.js';
@@ -52,6 +57,12 @@ const ALSO_224: readonly string[] = ['mocov2', 'densecl'];
 const TOTAL = 1000;
 const FIRST_TIMED_STEP = 900;
 const REFERENCE_SCRIPT = fileURLToPath(new URL('../test/fixtures/methods/bench_step.py', import.meta.url));
+/**
+ * Methods benchmarked at their module's `smallScale` arguments instead of the paper's: UP-DETR's paper sizes (10 query
+ * patches of 128 px, 100 queries, a 6+6-layer transformer of width 256) are those of 800-px ImageNet images, not of a
+ * 64-px view whose C5 is 2×2.
+ */
+const SMALL_SCALE_ARGS: readonly MethodName[] = ['updetr'];
 
 interface Timing {
   imagesPerSecond: number;
@@ -63,6 +74,8 @@ export interface BenchResult {
   machine: { cpus: number; model: string; memGiB: number };
   rows: Array<{ case: string; ours: Timing; reference: Timing | null; speedup: number | null }>;
   peakRssMiB: number;
+  /** os.loadavg() (1, 5, 15 min) when the run started and when it ended: the machine may be shared. */
+  loadAverage: { start: number[]; end: number[] };
   notes: string[];
 }
 
@@ -74,18 +87,35 @@ function median(xs: number[]): number {
 
 const timing = (secondsPerStep: number): Timing => ({ secondsPerStep, imagesPerSecond: BATCH / secondsPerStep });
 
-/** The benchmark's config of a method: its paper defaults on ResNet-18, one BN group where it shuffles BN. */
+/** The benchmark's config of a method: its paper defaults (SMALL_SCALE_ARGS: its smallScale ones) on ResNet-18, one BN group where it shuffles BN. */
 function benchConfig(method: MethodName, size: number): PretrainConfig {
-  const hasShuffle = Object.hasOwn(methodModule(method).args.shape, 'shuffleBnGroups');
+  const module = methodModule(method);
+  const hasShuffle = Object.hasOwn(module.args.shape, 'shuffleBnGroups');
   return pretrainConfigSchema.parse({
     method,
     backbone: { arch: ARCH },
     batchSize: BATCH,
     imageSize: size,
-    args: hasShuffle ? { shuffleBnGroups: 1 } : {},
+    args: { ...(SMALL_SCALE_ARGS.includes(method) ? module.smallScale?.args : {}), ...(hasShuffle ? { shuffleBnGroups: 1 } : {}) },
     steps: TOTAL,
   });
 }
+
+/** The rng a step is given (the same for ours and for what the reference is handed of that step's draws). */
+const stepRng = (config: PretrainConfig, step: number) => Rng.fromSeed('pretrain-shuffle-bn', config.seed, step);
+
+/**
+ * What a reference needs of the randomness our step draws itself, per method: UP-DETR's query patches (drawPatches
+ * is the first draw of UpDetr.step from the step's rng), one [B][N][x, y, w, h] per step (warm-up first).
+ */
+const STEP_DRAWS: Partial<Record<MethodName, (config: PretrainConfig, host: HostBatch, steps: number) => Record<string, unknown>>> = {
+  updetr: (config, host, steps) => {
+    const args = config.args as UpDetrArgs;
+    const [width, height] = host.viewSizes[0]!;
+    const queryPatches = Array.from({ length: steps + 1 }, (_, i) => drawPatches(stepRng(config, FIRST_TIMED_STEP - 1 + i), BATCH, width, height, args.numPatches, args.minPixel));
+    return { queryPatches };
+  },
+};
 
 /** The shard stage's built-in dataset and, per proposal preset, the proposal stage's outputs on it (computed once). */
 class Inputs {
@@ -151,7 +181,7 @@ function measureOurs(config: PretrainConfig, host: HostBatch, steps: number): { 
       lr = learningRate(config, step, TOTAL) * (model.lrScale?.(step, TOTAL) ?? 1);
       const at = lr;
       const t0 = performance.now();
-      const r = model.step(batch, { step, totalSteps: TOTAL, rng: Rng.fromSeed('pretrain-shuffle-bn', config.seed, step), applyGradients: (g) => optimizer.step(g, at) });
+      const r = model.step(batch, { step, totalSteps: TOTAL, rng: stepRng(config, step), applyGradients: (g) => optimizer.step(g, at) });
       const dt = (performance.now() - t0) / 1000; // step reads the loss back, so the step has finished
       if (i > 0) seconds.push(dt);
       losses.push(r.loss);
@@ -166,8 +196,8 @@ function measureOurs(config: PretrainConfig, host: HostBatch, steps: number): { 
 
 /**
  * The batch and the settings for the reference, in a temp folder: spec.json (method, sizes, the method's resolved
- * arguments, optimizer, steps, geometry, proposals with region maps as base64 int32) and one raw float32 NHWC file
- * per view (the feeder's normalised pixels).
+ * arguments, optimizer, steps, geometry, proposals with region maps as base64 int32, and STEP_DRAWS' entries) and one
+ * raw float32 NHWC file per view (the feeder's normalised pixels).
  */
 function writeSpec(dir: string, config: PretrainConfig, host: HostBatch, args: unknown, lr: number, threads: number, steps: number): void {
   mkdirSync(dir, { recursive: true });
@@ -195,6 +225,7 @@ function writeSpec(dir: string, config: PretrainConfig, host: HostBatch, args: u
     views,
     geometry: host.geometry,
     proposals: proposals ?? null,
+    ...STEP_DRAWS[config.method]?.(config, host, steps),
   };
   writeFileSync(join(dir, 'spec.json'), JSON.stringify(spec));
 }
@@ -283,7 +314,8 @@ export async function main(args: string[] = []): Promise<BenchResult> {
   const threads = cpus().length; // TensorFlow's default intra-op pool = all cores; torch is set to match
   const rows: BenchResult['rows'] = [];
   const notes: string[] = [];
-  const load0 = loadavg()[0]!;
+  const loadStart = loadavg();
+  const load0 = loadStart[0]!;
   const reference = referenceEnv(threads);
   if (reference.note) notes.push(reference.note);
   const stepTime: Record<string, { ours: number; ref: number | null }> = {};
@@ -321,6 +353,8 @@ export async function main(args: string[] = []): Promise<BenchResult> {
         }
       }
       stepTime[label] = { ours: oursT, ref: refT };
+      // progress on stderr (the table comes at the end): which case a long or killed run had reached, and its RSS
+      process.stderr.write(`train-throughput ${label}: ours ${oursT.toFixed(3)} s/step, reference ${refT === null ? 'n/a' : `${refT.toFixed(3)} s/step`}; rss ${Math.round(process.memoryUsage.rss() / 2 ** 20)} MiB, load ${loadavg()[0]!.toFixed(2)}\n`);
       const viewShapes = host.viewSizes.map(([w, h]) => (w === h ? `${w}` : `${w}x${h}`)).join('+');
       const regions = Boolean(host.proposals?.[0]![0]?.regions);
       const boxes = host.proposals ? `, proposals: ${regions ? 'region maps' : `${host.proposals[0]!.reduce((n, p) => n + p.boxes.length, 0)} boxes kept in view 0`}` : '';
@@ -342,17 +376,24 @@ export async function main(args: string[] = []): Promise<BenchResult> {
     notes.push(`DenseCL / MoCo v2 step time at ${size}px: ours ${(d.ours / m.ours).toFixed(2)}x` + (m.ref && d.ref ? `, reference ${(d.ref / m.ref).toFixed(2)}x` : ''));
   }
   const shuffled = options.methods.filter((m) => Object.hasOwn(methodModule(m).args.shape, 'shuffleBnGroups'));
-  notes.push(`arguments: each method's paper defaults (its module's)${shuffled.length ? `, except shuffleBnGroups 1 for ${shuffled.join(', ')} (one BN group: the reference runs one process)` : ''}; backbone ${ARCH}, batch ${BATCH}`);
+  const small = options.methods.filter((m) => SMALL_SCALE_ARGS.includes(m));
+  notes.push(
+    `arguments: each method's paper defaults (its module's)${shuffled.length ? `, except shuffleBnGroups 1 for ${shuffled.join(', ')} (one BN group: the reference runs one process)` : ''}` +
+      `${small.length ? `; ${small.join(', ')} at its module's smallScale arguments (paper sizes are for 800-px images), frozen CNN at random init (backboneKey null, both sides)` : ''}; backbone ${ARCH}, batch ${BATCH}`,
+  );
   notes.push(
     `ours: tfjs-node backend '${info.backend}' (TensorFlow ${info.tensorflowVersion ?? '?'}), reference: PyTorch ${torchVersion || 'n/a'} eager CPU, ${threads} threads both; ` +
       `one fixed feeder batch per case, median of ${options.steps} steps (steps ${FIRST_TIMED_STEP}.. of a nominal ${TOTAL}) after 1 warm-up; ` +
-      `load average at start ${load0.toFixed(2)} (a shared machine inflates both sides)`,
+      `load average (1 min) at start ${load0.toFixed(2)}, at end ${loadavg()[0]!.toFixed(2)} on ${threads} cores (a shared machine inflates both sides)`,
   );
+  // A run of some methods does not replace the full run's file: it is written beside it, named by its methods.
+  const all = options.methods.length === METHOD_NAMES.length;
   return {
-    name: 'train-throughput',
+    name: all ? 'train-throughput' : `train-throughput-${options.methods.join('-')}`,
     machine: { cpus: threads, model: cpus()[0]?.model ?? 'unknown', memGiB: Math.round(totalmem() / 2 ** 30) },
     rows,
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
+    loadAverage: { start: loadStart.map((l) => Math.round(l * 100) / 100), end: loadavg().map((l) => Math.round(l * 100) / 100) },
     notes,
   };
 }
