@@ -153,55 +153,24 @@ function vitLoaderSnippet(card: BackboneCard, a: VitArchitecture, format: Loader
   if (format !== 'timm') throw new BadInputError(`${card.arch} is a ViT with timm state_dict names: export it with --format timm (torchvision's VisionTransformer names its tensors differently)`, '--format');
   const size = a.imageSize;
   const grid = size / a.patchSize;
-  return `"""Load ${fileName}: the ${card.method} backbone of densepipe (preset ${card.arch}, ${card.steps} steps) as a timm VisionTransformer.
+  return loaderScript({
+    card,
+    fileName,
+    size,
+    outDim: a.embedDim,
+    doc: `the ${card.method} backbone of densepipe (preset ${card.arch}, ${card.steps} steps) as a timm VisionTransformer.
 
 Input: ${card.input.channels} in [${card.input.range.join(', ')}], normalised per channel with mean=${tuple(card.input.mean)} std=${tuple(card.input.std)},
 ${card.input.layout}, ${size}x${size} (the size the position embedding was built for). Output of net(x): the ${a.embedDim}-d class token
-after the final norm; net.forward_features(x)[:, 1:] are the ${grid}x${grid} patch tokens (row-major), the dense map.
-"""
-import json
-import os
-import struct
-from functools import partial
-
-import torch
-from torch import nn
-from timm.models.vision_transformer import VisionTransformer
-
-MEAN = ${tuple(card.input.mean)}
-STD = ${tuple(card.input.std)}
-
-
-def read_safetensors(path):
-    try:
-        from safetensors.torch import load_file
-        return load_file(path)
-    except ImportError:
-        with open(path, 'rb') as f:
-            header = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
-            data = f.read()
-        dtypes = {'F32': torch.float32, 'I64': torch.int64, 'I32': torch.int32}
-        return {name: torch.frombuffer(bytearray(data[t['data_offsets'][0]:t['data_offsets'][1]]), dtype=dtypes[t['dtype']]).reshape(t['shape'])
-                for name, t in header.items() if name != '__metadata__'}
-
-
-def build_backbone():
-    # densepipe preset ${card.arch} at ${size} px: patch ${a.patchSize}, width ${a.embedDim}, depth ${a.depth}, ${a.numHeads} heads, MLP ratio ${a.mlpRatio}
-    return VisionTransformer(img_size=${size}, patch_size=${a.patchSize}, embed_dim=${a.embedDim}, depth=${a.depth}, num_heads=${a.numHeads}, mlp_ratio=${a.mlpRatio},
-                             qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)
-
-
-def load_backbone(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), ${JSON.stringify(fileName)})):
-    net = build_backbone()
-    net.load_state_dict(read_safetensors(path), strict=True)
-    return net.eval()
-
-
-if __name__ == '__main__':
-    net = load_backbone()
-    x = (torch.rand(2, 3, ${size}, ${size}) - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    print(net(x).shape)  # torch.Size([2, ${a.embedDim}])
-`;
+after the final norm; net.forward_features(x)[:, 1:] are the ${grid}x${grid} patch tokens (row-major), the dense map.`,
+    stdlib: ['from functools import partial'],
+    imports: 'from timm.models.vision_transformer import VisionTransformer',
+    build: [
+      `    # densepipe preset ${card.arch} at ${size} px: patch ${a.patchSize}, width ${a.embedDim}, depth ${a.depth}, ${a.numHeads} heads, MLP ratio ${a.mlpRatio}`,
+      `    return VisionTransformer(img_size=${size}, patch_size=${a.patchSize}, embed_dim=${a.embedDim}, depth=${a.depth}, num_heads=${a.numHeads}, mlp_ratio=${a.mlpRatio},`,
+      `                             qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)`,
+    ],
+  });
 }
 
 const tuple = (xs: number[]) => `(${xs.join(', ')}${xs.length === 1 ? ',' : ''})`;
@@ -260,22 +229,36 @@ export function loaderSnippet(card: BackboneCard, format: LoaderFormat, fileName
         ];
   }
   const size = card.input.imageSize ?? 224;
-  return `"""Load ${fileName}: the ${card.method} backbone of densepipe (preset ${card.arch}, ${card.steps} steps) as a ${format} ResNet-${a.depth}.
+  return loaderScript({
+    card,
+    fileName,
+    size,
+    outDim: a.outChannels,
+    doc: `the ${card.method} backbone of densepipe (preset ${card.arch}, ${card.steps} steps) as a ${format} ResNet-${a.depth}.
 
 Input: ${card.input.channels} in [${card.input.range.join(', ')}], normalised per channel with mean=${tuple(card.input.mean)} std=${tuple(card.input.std)},
 ${card.input.layout}${card.input.imageSize ? `, trained at ${card.input.imageSize}x${card.input.imageSize}` : ''}. Output of net(x): the global-average-pooled ${a.outChannels}-d feature;
-the dense C5 map (stride ${a.outputStride}) is nn.Sequential(*list(net.children())[:-2])(x)${format === 'timm' ? ' or net.forward_features(x)' : ''}.
+the dense C5 map (stride ${a.outputStride}) is nn.Sequential(*list(net.children())[:-2])(x)${format === 'timm' ? ' or net.forward_features(x)' : ''}.`,
+    stdlib: [],
+    imports,
+    build: [...build, '    return net'],
+  });
+}
+
+/** The loader script of either family: its docstring, imports, the safetensors reader, `build_backbone` (the family's body), `load_backbone` (strict=True) and a smoke test. */
+function loaderScript(o: { card: BackboneCard; fileName: string; size: number; outDim: number; doc: string; stdlib: string[]; imports: string; build: string[] }): string {
+  return `"""Load ${o.fileName}: ${o.doc}
 """
 import json
 import os
 import struct
-
+${o.stdlib.map((l) => `${l}\n`).join('')}
 import torch
 from torch import nn
-${imports}
+${o.imports}
 
-MEAN = ${tuple(card.input.mean)}
-STD = ${tuple(card.input.std)}
+MEAN = ${tuple(o.card.input.mean)}
+STD = ${tuple(o.card.input.std)}
 
 
 def read_safetensors(path):
@@ -292,11 +275,10 @@ def read_safetensors(path):
 
 
 def build_backbone():
-${build.join('\n')}
-    return net
+${o.build.join('\n')}
 
 
-def load_backbone(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), ${JSON.stringify(fileName)})):
+def load_backbone(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), ${JSON.stringify(o.fileName)})):
     net = build_backbone()
     net.load_state_dict(read_safetensors(path), strict=True)
     return net.eval()
@@ -304,7 +286,7 @@ def load_backbone(path=os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 
 if __name__ == '__main__':
     net = load_backbone()
-    x = (torch.rand(2, 3, ${size}, ${size}) - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-    print(net(x).shape)  # torch.Size([2, ${a.outChannels}])
+    x = (torch.rand(2, 3, ${o.size}, ${o.size}) - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    print(net(x).shape)  # torch.Size([2, ${o.outDim}])
 `;
 }
