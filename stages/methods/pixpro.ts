@@ -22,9 +22,15 @@
  * before the key forward and before the optimizer step, as in `forward` (where it follows the online forward,
  * which reads the same θ).
  *
- * Shapes: B batch, h×w last feature map (S² = h·w, h = w), C backbone channels, H projector hidden, D projector out.
+ * Instance branch (`--pixpro-ins-loss-weight λ`, 0 in both released scripts, so off by default; built only when λ > 0):
+ *   p_v = normalize(avgpool(q(g^ins_θ(f_θ(view_v)))))    projector_instance MLP2d C→H→D, predictor q MLP2d D→H→D   [B, D]
+ *   z'_v = normalize(avgpool(g^ins_ξ(f_ξ(view_v))))       projector_instance_k, EMA'd with the encoder             [B, D]
+ *   L += λ · ( −2·mean_b(p_0·z'_1) − 2·mean_b(p_1·z'_0) )   (`PixPro.regression_loss`, symmetric)
+ * Both MLPs act per location (BN over B·h·w) and the pooling follows them. The official pooling is AvgPool2d(7, stride 1),
+ * which on its 7×7 map is the global average; ours is the global average at any map size (on a larger map the
+ * official layer would pool 7×7 windows and concatenate them, an artefact of the hard-coded 224 px).
  *
- * Not implemented: the instance branch (`--pixpro-ins-loss-weight`, 0 in the released scripts).
+ * Shapes: B batch, h×w last feature map (S² = h·w, h = w), C backbone channels, H projector hidden, D projector out.
  */
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
@@ -54,6 +60,15 @@ export const pixproArgs = z.strictObject({
     .describe('value transform t of the PPM: 0 identity, 1 conv1×1, 2 MLP2d D→D→D (`--pixpro-transform-layer 1`; option.py default 0)'),
   projectorHidden: z.number().int().min(1).default(4096).describe('H, projector MLP2d hidden width (Proj_Head inner_dim 4096)'),
   projectorOut: z.number().int().min(1).default(256).describe('D, projector output width (Proj_Head out_dim 256; also the PPM width)'),
+  insLossWeight: z
+    .number()
+    .min(0)
+    .optional()
+    .describe(
+      'λ, weight of the instance branch (projector_instance → predictor → avgpool, BYOL-style regression, symmetric); absent = 0, off, as ' +
+        '`--pixpro-ins-loss-weight 0.` in both released scripts (option.py default 0; the paper\'s "PixPro + instance" rows use 1). ' +
+        'Optional rather than defaulted so that runs without it keep their cache keys',
+    ),
 });
 export type PixProArgs = z.infer<typeof pixproArgs>;
 
@@ -145,12 +160,47 @@ export function pixproRegression(y: tf.Tensor3D, xPrime: tf.Tensor3D, mask: tf.T
   });
 }
 
-/** The projector head of one encoder (`neck.*` in the ParamStore ↔ `projector.*` / `projector_k.*`). */
-export type PixProEncoder = Encoder<MLP2d>;
+/**
+ * The heads of one encoder: the pixel projector (`neck.*` in the ParamStore ↔ `projector.*` / `projector_k.*`) and, with
+ * the instance branch, the instance projector (`neck_instance.*` ↔ `projector_instance.*` / `projector_instance_k.*`).
+ */
+export interface PixProHeads {
+  projector: MLP2d;
+  instance: MLP2d | null;
+}
+export type PixProEncoder = Encoder<PixProHeads>;
 
-/** x̂' = normalize(projector_k(backbone_k(view))) per location: [B, h, w, D], the momentum targets. */
-export function pixproTargets(k: PixProEncoder, view: tf.Tensor4D): tf.Tensor4D {
-  return tf.tidy(() => l2Normalize(k.head.apply(k.backbone.apply(view, { training: true }), { training: true }), 3));
+/** What the online branch adds to the encoder: the PPM and, with the instance branch, the predictor (`predictor.*`). */
+export interface PixProOnline {
+  heads: PixProHeads;
+  ppm: PixelPropagation;
+  predictor: MLP2d | null;
+}
+
+/** The momentum targets of one view: x̂' [B, h, w, D] per location and, with the instance branch, z' [B, D]. */
+export interface PixProTargets {
+  pixel: tf.Tensor4D;
+  instance?: tf.Tensor2D;
+}
+
+/** normalize(avgpool(x)) over the whole map: [B, h, w, D] → [B, D] (the official AvgPool2d(7) on its 7×7 map). */
+const poolNormalize = (x: tf.Tensor4D): tf.Tensor2D => l2Normalize(tf.mean(x, [1, 2]) as tf.Tensor2D, 1);
+
+/**
+ * x̂' = normalize(projector_k(backbone_k(view))) per location, and z' = normalize(avgpool(projector_instance_k(·))) from
+ * the same backbone forward (one per view, as the official key forward), no gradient.
+ */
+export function pixproTargets(k: PixProEncoder, view: tf.Tensor4D): PixProTargets {
+  return tf.tidy(() => {
+    const feat = k.backbone.apply(view, { training: true });
+    const pixel = l2Normalize(k.head.projector.apply(feat, { training: true }), 3);
+    return k.head.instance ? { pixel, instance: poolNormalize(k.head.instance.apply(feat, { training: true })) } : { pixel };
+  });
+}
+
+/** −2·mean_b(p_b · z'_b), p and z' normalised [B, D] (the official `PixPro.regression_loss`). */
+export function pixproInstanceRegression(p: tf.Tensor2D, zPrime: tf.Tensor2D): tf.Scalar {
+  return tf.tidy(() => tf.mul(tf.mean(tf.sum(tf.mul(p, zPrime), 1)), -2) as tf.Scalar);
 }
 
 /** ŷ = normalize(PPM(projector(featureMap))) per location: [B, S², D], the online predictions. */
@@ -159,18 +209,28 @@ export function pixproPredict(head: MLP2d, ppm: PixelPropagation, featureMap: tf
 }
 
 /**
- * Both directions, L = ℓ(y_0, x'_1, A^{01}) + ℓ(y_1, x'_0, A^{10}), from the online feature maps of the two views
- * (what the gradient flows through) and the momentum targets [B, h, w, D].
+ * Both directions, L = ℓ(y_0, x'_1, A^{01}) + ℓ(y_1, x'_0, A^{10}) [+ λ·(ℓ_ins(p_0, z'_1) + ℓ_ins(p_1, z'_0))], from the
+ * online feature maps of the two views (what the gradient flows through) and the momentum targets. Parts: `view0`,
+ * `view1` (the pixel terms) and, with the instance branch, `instance` (weighted by λ).
  */
-export function pixproLoss(head: MLP2d, ppm: PixelPropagation, maps: [tf.Tensor4D, tf.Tensor4D], targets: [tf.Tensor4D, tf.Tensor4D], masks: [tf.Tensor3D, tf.Tensor3D]): { loss: tf.Scalar; parts: Record<string, tf.Scalar> } {
+export function pixproLoss(online: PixProOnline, maps: [tf.Tensor4D, tf.Tensor4D], targets: [PixProTargets, PixProTargets], masks: [tf.Tensor3D, tf.Tensor3D], insLossWeight = 0): { loss: tf.Scalar; parts: Record<string, tf.Scalar> } {
   return tf.tidy(() => {
-    const [b, h, w, d] = targets[0].shape;
-    const [x0, x1] = targets.map((t) => tf.reshape(t, [b, h * w, d]) as tf.Tensor3D) as [tf.Tensor3D, tf.Tensor3D]; // x̂'_v [B, S², D]
-    const y0 = pixproPredict(head, ppm, maps[0]); // ŷ_0 [B, S², D]
-    const y1 = pixproPredict(head, ppm, maps[1]);
+    const [b, h, w, d] = targets[0].pixel.shape;
+    const [x0, x1] = targets.map((t) => tf.reshape(t.pixel, [b, h * w, d]) as tf.Tensor3D) as [tf.Tensor3D, tf.Tensor3D]; // x̂'_v [B, S², D]
+    const y0 = pixproPredict(online.heads.projector, online.ppm, maps[0]); // ŷ_0 [B, S², D]
+    const y1 = pixproPredict(online.heads.projector, online.ppm, maps[1]);
     const l01 = pixproRegression(y0, x1, masks[0]);
     const l10 = pixproRegression(y1, x0, masks[1]);
-    return { loss: tf.add(l01, l10) as tf.Scalar, parts: { view0: l01, view1: l10 } };
+    const pixel = tf.add(l01, l10) as tf.Scalar;
+    const parts: Record<string, tf.Scalar> = { view0: l01, view1: l10 };
+    if (!(insLossWeight > 0)) return { loss: pixel, parts };
+    const { heads: { instance: projector }, predictor } = online;
+    const [z0, z1] = [targets[0].instance, targets[1].instance];
+    if (!projector || !predictor || !z0 || !z1) throw new Error('pixproLoss: the instance branch needs the instance projector, the predictor and both views\' instance targets');
+    // p_v = normalize(avgpool(predictor(projector_instance(C5_v)))): one call per view (its own BN statistics).
+    const [p0, p1] = maps.map((m) => poolNormalize(predictor.apply(projector.apply(m, { training: true }), { training: true })));
+    const instance = tf.mul(tf.add(pixproInstanceRegression(p0!, z1), pixproInstanceRegression(p1!, z0)), insLossWeight) as tf.Scalar;
+    return { loss: tf.add(pixel, instance) as tf.Scalar, parts: { ...parts, instance } };
   });
 }
 
@@ -185,7 +245,9 @@ export class PixPro implements MethodInstance<PixProArgs> {
   readonly q: PixProEncoder;
   readonly k: PixProEncoder;
   readonly ppm: PixelPropagation;
-  /** The online tensors the momentum encoder averages (everything but the PPM). */
+  /** The instance branch's predictor (online only), when `insLossWeight` > 0. */
+  readonly predictor: MLP2d | null;
+  /** The online tensors the momentum encoder averages (everything but the PPM and the predictor). */
   private readonly shared: Map<string, tf.Variable>;
 
   constructor(
@@ -193,13 +255,18 @@ export class PixPro implements MethodInstance<PixProArgs> {
     backboneFactory: BackboneFactory,
     seed: number,
   ) {
-    const head = (store: ParamStore, prefix: string, c: number, s: number | string) => new MLP2d(store, prefix, c, args.projectorHidden, args.projectorOut, s);
-    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, head, seed));
+    const withInstance = (args.insLossWeight ?? 0) > 0;
+    const heads = (store: ParamStore, prefix: string, c: number, s: number | string): PixProHeads => ({
+      projector: new MLP2d(store, prefix, c, args.projectorHidden, args.projectorOut, s),
+      instance: withInstance ? new MLP2d(store, `${prefix}_instance`, c, args.projectorHidden, args.projectorOut, s) : null,
+    });
+    ({ q: this.q, k: this.k } = buildEncoderPair(backboneFactory, heads, seed));
     this.online = this.q.store;
     this.momentumEncoder = this.k.store;
     this.shared = new Map(this.online.vars);
-    // Online only, built after the pair is tied: the momentum encoder has no PPM.
+    // Online only, built after the pair is tied: the momentum encoder has no PPM and no predictor.
     this.ppm = new PixelPropagation(this.online, 'ppm', args.projectorOut, args, seed);
+    this.predictor = withInstance ? new MLP2d(this.online, 'predictor', args.projectorOut, args.projectorHidden, args.projectorOut, seed) : null;
     this.state = { momentum: paramsComponent(this.momentumEncoder) };
   }
 
@@ -207,10 +274,10 @@ export class PixPro implements MethodInstance<PixProArgs> {
     const [view0, view1] = batch.views as [tf.Tensor4D, tf.Tensor4D];
     // 1. ξ ← m_k·ξ + (1−m_k)·θ over parameters (not BN buffers), m_k on the cosine schedule.
     emaUpdate(this.momentumEncoder.vars, this.shared, cosineMomentum(step, this.args.momentum, totalSteps), 'skip');
-    // 2. targets x̂'_0, x̂'_1 from the momentum encoder, one forward per view (its own BN statistics); no gradient.
-    const targets = tf.tidy(() => [pixproTargets(this.k, view0), pixproTargets(this.k, view1)] as [tf.Tensor4D, tf.Tensor4D]);
+    // 2. targets x̂'_v (and z'_v) from the momentum encoder, one forward per view (its own BN statistics); no gradient.
+    const targets: [PixProTargets, PixProTargets] = [pixproTargets(this.k, view0), pixproTargets(this.k, view1)];
     // 3. geometric positives A^{01} and A^{10} on the grid of the feature map (7×7 in the paper, 8×8 by default here).
-    const [b, h, w] = targets[0].shape;
+    const [b, h, w] = targets[0].pixel.shape;
     const [geometry0, geometry1] = batch.geometry;
     if (h !== w) throw new BadInputError(`PixPro needs a square feature map, got ${h}×${w}`, 'pretrain.imageSize');
     if (geometry0?.length !== b || geometry1?.length !== b) throw new Error(`PixPro: batch.geometry must hold both views of all ${b} images`);
@@ -219,14 +286,14 @@ export class PixPro implements MethodInstance<PixProArgs> {
     let parts: Record<string, tf.Scalar> = {};
     const { loss, grads } = namedGradients(() => {
       const maps: [tf.Tensor4D, tf.Tensor4D] = [this.q.backbone.apply(view0, { training: true }), this.q.backbone.apply(view1, { training: true })];
-      const out = pixproLoss(this.q.head, this.ppm, maps, targets, masks);
+      const out = pixproLoss({ heads: this.q.head, ppm: this.ppm, predictor: this.predictor }, maps, targets, masks, this.args.insLossWeight ?? 0);
       parts = Object.fromEntries(Object.entries(out.parts).map(([k, t]) => [k, tf.keep(t)]));
       return out.loss;
     }, this.online.trainable());
     // 5. optimizer.
     applyGradients(grads);
     const result: StepResult = { loss: loss.dataSync()[0]!, parts: Object.fromEntries(Object.entries(parts).map(([k, t]) => [k, t.dataSync()[0]!])) };
-    tf.dispose([loss, ...grads.values(), ...Object.values(parts), ...targets, ...masks]);
+    tf.dispose([loss, ...grads.values(), ...Object.values(parts), ...targets.flatMap((t) => Object.values(t) as tf.Tensor[]), ...masks]);
     return result;
   }
 
