@@ -249,7 +249,8 @@ export interface MethodBuild<Args> {
  * built-in data: this method's `metric` is higher than `over`'s. `paper` quotes the number it rests on.
  */
 export interface Claim {
-  metric: 'semseg.mIoU' | 'unsup-seg.mIoU' | 'knn.top1' | 'linear.top1';
+  /** A backbone-task metric, or a detector method's `detr.AP` (the evaluation's `detr` task: its detector fine-tuned). */
+  metric: 'semseg.mIoU' | 'unsup-seg.mIoU' | 'knn.top1' | 'linear.top1' | 'detr.AP';
   over: string;
   paper: string;
 }
