@@ -4,7 +4,9 @@ import type { DetectorOptions } from '../../stages/downstream/detection/train.js
  * is the class, normalised like eval-data.ts (ImageNet mean/std), boxes in xyxy pixels.
  */
 import { Rng } from '../../core/rng.js';
+import { tf } from '../../core/tf.js';
 import { IMAGENET_MEAN, IMAGENET_STD } from '../../stages/downstream/eval-data.js';
+import type { EpochCheckpointer } from '../../stages/downstream/training.js';
 
 const COLOURS = [
   [0.85, 0.15, 0.15],
@@ -68,3 +70,22 @@ export const detectorOptions = (over: Partial<DetectorOptions> = {}): DetectorOp
   seed: 0,
   ...over,
 });
+
+/** Epoch checkpoints kept in memory, as the stage keeps them in the store. */
+export function memoryCheckpointer(): EpochCheckpointer & { saved: number[] } {
+  let last: { epoch: number; rngState: number; stepCount: number; values: Map<string, tf.Tensor> } | null = null;
+  const saved: number[] = [];
+  return {
+    saved,
+    async load() {
+      if (!last) return null;
+      const l = last;
+      return { epoch: l.epoch, rngState: l.rngState, stepCount: l.stepCount, restore: (vars) => vars.forEach((v, k) => v.assign(l.values.get(k)!)) };
+    },
+    async save(epoch, vars, rngState, stepCount) {
+      if (last) tf.dispose([...last.values.values()]);
+      last = { epoch, rngState, stepCount, values: new Map([...vars].map(([k, v]) => [k, tf.keep(v.clone())])) };
+      saved.push(epoch);
+    },
+  };
+}

@@ -20,12 +20,11 @@ import { detrConfigSchema, type DetrConfig } from '../../stages/downstream/detr/
 import { detrHeadConfig, detrPostprocess, detrTargets, loadPretrainedDetector, readDetector, runDetrTask, type DetrTaskInput } from '../../stages/downstream/detr/task.js';
 import type { EvalSample } from '../../stages/downstream/eval-data.js';
 import { evaluationConfigSchema, evaluationStage } from '../../stages/downstream/index.js';
-import type { EpochCheckpointer } from '../../stages/downstream/training.js';
 import { DetrHead } from '../../stages/engine/detr/detr.js';
 import { exportStateDict } from '../../stages/engine/export.js';
 import { ParamStore } from '../../stages/engine/params.js';
 import { pretrainConfigSchema, pretrainStage } from '../../stages/pretrain/index.js';
-import { squareScenes } from './detection-helpers.js';
+import { memoryCheckpointer, squareScenes } from './detection-helpers.js';
 
 const SIZE = 32;
 const CLASSES = ['red', 'green', 'blue'];
@@ -54,25 +53,6 @@ function task(over: Partial<DetrTaskInput> = {}): DetrTaskInput {
     loadCopy: async () => buildBackbone('resnet-tiny', 0),
     detector: null,
     ...over,
-  };
-}
-
-/** Epoch checkpoints kept in memory, as the stage keeps them in the store. */
-function memoryCheckpointer(): EpochCheckpointer & { saved: number[] } {
-  let last: { epoch: number; rngState: number; stepCount: number; values: Map<string, tf.Tensor> } | null = null;
-  const saved: number[] = [];
-  return {
-    saved,
-    async load() {
-      if (!last) return null;
-      const l = last;
-      return { epoch: l.epoch, rngState: l.rngState, stepCount: l.stepCount, restore: (vars) => vars.forEach((v, k) => v.assign(l.values.get(k)!)) };
-    },
-    async save(epoch, vars, rngState, stepCount) {
-      if (last) tf.dispose([...last.values.values()]);
-      last = { epoch, rngState, stepCount, values: new Map([...vars].map(([k, v]) => [k, tf.keep(v.clone())])) };
-      saved.push(epoch);
-    },
   };
 }
 

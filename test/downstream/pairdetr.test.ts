@@ -19,10 +19,9 @@ import { evaluationConfigSchema, evaluationStage } from '../../stages/downstream
 import { pairDetrConfigSchema, type PairDetrConfig } from '../../stages/downstream/pairdetr/config.js';
 import { PairDetrHead, pairDetrPostprocess } from '../../stages/downstream/pairdetr/pairdetr.js';
 import { runPairDetrTask, type PairDetrTaskInput } from '../../stages/downstream/pairdetr/task.js';
-import type { EpochCheckpointer } from '../../stages/downstream/training.js';
 import { DetrHead } from '../../stages/engine/detr/detr.js';
 import { ParamStore } from '../../stages/engine/params.js';
-import { squareScenes } from './detection-helpers.js';
+import { memoryCheckpointer, squareScenes } from './detection-helpers.js';
 import { writeSquaresDataset } from './squares-dataset.js';
 
 const SIZE = 32;
@@ -52,25 +51,6 @@ function task(over: Partial<PairDetrTaskInput> = {}): PairDetrTaskInput {
     evalSamples: samples(4, 'pairdetr-eval'),
     loadCopy: async () => buildBackbone('resnet-tiny', 0),
     ...over,
-  };
-}
-
-/** Epoch checkpoints kept in memory, as the stage keeps them in the store. */
-function memoryCheckpointer(): EpochCheckpointer & { saved: number[] } {
-  let last: { epoch: number; rngState: number; stepCount: number; values: Map<string, tf.Tensor> } | null = null;
-  const saved: number[] = [];
-  return {
-    saved,
-    async load() {
-      if (!last) return null;
-      const l = last;
-      return { epoch: l.epoch, rngState: l.rngState, stepCount: l.stepCount, restore: (vars) => vars.forEach((v, k) => v.assign(l.values.get(k)!)) };
-    },
-    async save(epoch, vars, rngState, stepCount) {
-      if (last) tf.dispose([...last.values.values()]);
-      last = { epoch, rngState, stepCount, values: new Map([...vars].map(([k, v]) => [k, tf.keep(v.clone())])) };
-      saved.push(epoch);
-    },
   };
 }
 
