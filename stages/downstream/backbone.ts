@@ -20,7 +20,7 @@ import type { ForwardOptions } from '../engine/layers.js';
 import type { ParamStore } from '../engine/params.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { decodeSafetensors, typedArrayOf } from '../engine/safetensors.js';
-import { VIT_PRESETS, VisionTransformer, type VitPreset } from '../engine/vit.js';
+import { isVitPreset, VIT_PRESETS, VisionTransformer } from '../engine/vit.js';
 
 /**
  * How a ViT's image-level feature is read. 'cls': the class token after the final norm, what MoCo v3
@@ -82,10 +82,6 @@ export class VitBackbone implements EvalBackbone {
   }
 }
 
-export function isVitArch(arch: string): arch is VitPreset {
-  return Object.hasOwn(VIT_PRESETS, arch);
-}
-
 const knownArchs = () => [...Object.keys(RESNET_PRESETS), ...Object.keys(VIT_PRESETS)].join(', ');
 
 /** A ResNet preset at random init (seeded); what the evaluation's ResNet path always built. */
@@ -105,7 +101,7 @@ export interface EvalBackboneOptions {
 
 /** Either family's preset at random init (seeded): the random-init baseline, and the model a file is loaded into. */
 export function buildEvalBackbone(arch: string, seed: number, o: EvalBackboneOptions): EvalBackbone {
-  if (!isVitArch(arch)) return buildBackbone(arch, seed);
+  if (!isVitPreset(arch)) return buildBackbone(arch, seed);
   const preset = VIT_PRESETS[arch];
   if (o.imageSize % preset.patchSize !== 0) {
     throw new IncompatibleArtifactError(`${arch} has ${preset.patchSize} px patches: evaluation.imageSize ${o.imageSize} is not a multiple of it`, 'evaluation.imageSize');

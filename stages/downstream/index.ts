@@ -19,10 +19,10 @@ import { BadInputError } from '../../core/errors.js';
 import { joinKey, putJson } from '../../core/store/index.js';
 import type { Stage, StageRef, StageRunContext } from '../../core/stage.js';
 import { StoreEventWriter, tensorboardPrefix } from '../../core/tfevents.js';
-import { initBackend, tf } from '../../core/tf.js';
+import { initBackend } from '../../core/tf.js';
 import { ResNet } from '../engine/resnet.js';
-import { VIT_PRESETS } from '../engine/vit.js';
-import { extractFeatures, isVitArch, loadBackbone, VIT_POOLINGS, type EvalBackbone, type EvalBackboneOptions, type Features } from './backbone.js';
+import { isVitPreset, VIT_PRESETS } from '../engine/vit.js';
+import { extractFeatures, loadBackbone, VIT_POOLINGS, type EvalBackbone, type EvalBackboneOptions, type Features } from './backbone.js';
 import { detectionConfigSchema } from './detection/config.js';
 import { runDetectionTask } from './detection/task.js';
 import { detrConfigSchema } from './detr/config.js';
@@ -194,7 +194,7 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
     if (missing.length) throw new BadInputError(`task(s) ${missing.join(', ')} not implemented in this version (implemented: ${IMPLEMENTED_TASKS.join(', ')})`, 'evaluation.tasks');
     if (inputs.backbone && typeof inputs.backbone.result?.backboneKey !== 'string') throw new BadInputError('backbone ref has no backboneKey', 'inputs.backbone');
     const arch = archOf(inputs, config);
-    if (!isVitArch(arch)) {
+    if (!isVitPreset(arch)) {
       if (config.backbone.pooling) throw new BadInputError(`pooling '${config.backbone.pooling}' is for ViT backbones; ${arch} is a ResNet (its pooled feature is the global average of C5)`, 'evaluation.backbone.pooling');
     } else {
       const resnetOnly = config.tasks.filter((task) => task === 'detr' || task === 'pairdetr');

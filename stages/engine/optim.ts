@@ -14,6 +14,14 @@ export const excludeNothing: ParamFilter = () => false;
 export const excludeRankOneAndBias: ParamFilter = (name, _info, v) => v.rank <= 1 || name.endsWith('.bias');
 
 /**
+ * A per-parameter learning-rate multiple for `AdamWOptions.lrScale`: `scale` for names containing one of `match`, 1
+ * otherwise (Deformable DETR's `match_name_keywords`, a substring test; `OptimizerDefaults.lrMultiplier`).
+ */
+export function lrMultiplierOf(m: { match: readonly string[]; scale: number }): (name: string) => number {
+  return (name) => (m.match.some((k) => name.includes(k)) ? m.scale : 1);
+}
+
+/**
  * Shared shape of the optimizers: explicit named parameters, per-step learning rate (from a
  * schedule), slot variables created eagerly so a checkpoint taken before the first step has the
  * same tensor set as any later one, and a step counter carried in `counters()`.

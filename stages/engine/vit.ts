@@ -28,6 +28,11 @@ export const VIT_PRESETS = {
 
 export type VitPreset = keyof typeof VIT_PRESETS;
 
+/** Whether an architecture name is one of the ViT presets (the pretraining, supervised and evaluation stages ask). */
+export function isVitPreset(arch: string): arch is VitPreset {
+  return Object.hasOwn(VIT_PRESETS, arch);
+}
+
 /**
  * MAE's get_2d_sincos_pos_embed(embedDim, gridSize, cls_token=True): [1 + g*g, D]. The first
  * D/2 channels encode the column (w) coordinate, the last D/2 the row (h) coordinate, each as

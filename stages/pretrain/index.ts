@@ -11,7 +11,7 @@ import { joinKey, putJson, type ArtifactStore } from '../../core/store/index.js'
 import { initBackend, tf } from '../../core/tf.js';
 import { optimizerComponent, paramsComponent, type TrainingStateSpec } from '../engine/checkpoint.js';
 import { exportStateDict, importStateDict, type TorchTensor } from '../engine/export.js';
-import { AdamW, excludeBiasAndNorm, excludeNothing, excludeRankOneAndBias, LARS, SGD, type Optimizer } from '../engine/optim.js';
+import { AdamW, excludeBiasAndNorm, lrMultiplierOf, excludeNothing, excludeRankOneAndBias, LARS, SGD, type Optimizer } from '../engine/optim.js';
 import type { ParamStore } from '../engine/params.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { decodeSafetensors, typedArrayOf } from '../engine/safetensors.js';
@@ -149,11 +149,6 @@ export async function readPretrainedBackbone(store: ArtifactStore, config: Pretr
       importStateDict(target, wanted, { skip: (name) => !name.startsWith(`${prefix}.`), source });
     },
   };
-}
-
-/** `OptimizerDefaults.lrMultiplier` as a per-name scale (Deformable DETR's `match_name_keywords`: a substring test). */
-export function lrMultiplierOf(m: { match: readonly string[]; scale: number }): (name: string) => number {
-  return (name) => (m.match.some((k) => name.includes(k)) ? m.scale : 1);
 }
 
 /** AdamW's excluded-from-decay parameters per `OptimizerDefaults.adamwDecay` (absent: biases, norms and tokens). */

@@ -22,7 +22,7 @@ import { namedGradients } from '../engine/grads.js';
 import { AdamW, SGD } from '../engine/optim.js';
 import { Linear } from '../engine/layers.js';
 import { Initializer, ParamStore } from '../engine/params.js';
-import { VIT_PRESETS, VisionTransformer, type VitPreset } from '../engine/vit.js';
+import { isVitPreset, VIT_PRESETS, VisionTransformer, type VitPreset } from '../engine/vit.js';
 import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { warmupCosineLr } from '../engine/schedule.js';
 import type { ViewSpec } from '../data/index.js';
@@ -53,8 +53,6 @@ export interface SupervisedConfig {
   optimizer?: 'adamw';
 }
 
-const isVit = (arch: string): arch is VitPreset => Object.hasOwn(VIT_PRESETS, arch);
-
 export function supervisedConfigFor(pretrain: PretrainConfig): SupervisedConfig {
   const config: SupervisedConfig = {
     arch: pretrain.backbone.arch,
@@ -70,7 +68,7 @@ export function supervisedConfigFor(pretrain: PretrainConfig): SupervisedConfig 
     backend: pretrain.backend,
   };
   // DeiT: lr 5e-4 at batch 512, i.e. 2.5e-4 at the 256 that baseLr is quoted at; weight decay 0.05.
-  return isVit(config.arch) ? { ...config, baseLr: 2.5e-4, weightDecay: 0.05, optimizer: 'adamw' } : config;
+  return isVitPreset(config.arch) ? { ...config, baseLr: 2.5e-4, weightDecay: 0.05, optimizer: 'adamw' } : config;
 }
 
 export interface SupervisedResult {
@@ -119,10 +117,10 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
     const split = inputs.dataset?.result?.splits?.[config.split];
     if (!split) throw new BadInputError(`the dataset has no split '${config.split}'`, 'pretrain.split');
     if (!(inputs.dataset.result.classes?.length > 0)) throw new BadInputError('the dataset has no classes: a supervised baseline needs labels', 'baselines.supervised');
-    if (!Object.hasOwn(RESNET_PRESETS, config.arch) && !isVit(config.arch)) {
+    if (!Object.hasOwn(RESNET_PRESETS, config.arch) && !isVitPreset(config.arch)) {
       throw new BadInputError(`the supervised baseline trains a ResNet or a ViT; '${config.arch}' is neither (valid: ${[...Object.keys(RESNET_PRESETS), ...Object.keys(VIT_PRESETS)].join(', ')})`, 'pretrain.backbone.arch');
     }
-    if (isVit(config.arch) && config.imageSize % VIT_PRESETS[config.arch].patchSize !== 0) {
+    if (isVitPreset(config.arch) && config.imageSize % VIT_PRESETS[config.arch].patchSize !== 0) {
       throw new BadInputError(`${config.arch} has ${VIT_PRESETS[config.arch].patchSize} px patches: imageSize ${config.imageSize} is not a multiple of it`, 'pretrain.imageSize');
     }
     if (split.samples < config.batchSize) throw new BadInputError(`split '${config.split}' has ${split.samples} samples, fewer than one batch of ${config.batchSize}`, 'pretrain.batchSize');
@@ -130,7 +128,7 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
   async run(ctx, inputs, config) {
     await initBackend(config.backend as Parameters<typeof initBackend>[0]);
     const numClasses = inputs.dataset.result.classes.length;
-    const net = isVit(config.arch) ? vitClassifier(config.arch, config.imageSize, numClasses, config.seed) : resnetClassifier(config.arch as ResNetPreset, numClasses, config.seed);
+    const net = isVitPreset(config.arch) ? vitClassifier(config.arch, config.imageSize, numClasses, config.seed) : resnetClassifier(config.arch as ResNetPreset, numClasses, config.seed);
     const optimizer =
       config.optimizer === 'adamw'
         ? new AdamW(net.params.trainable(), { weightDecay: config.weightDecay, beta1: 0.9, beta2: 0.999 }, net.params.info)

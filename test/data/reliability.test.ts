@@ -4,10 +4,10 @@
  * silent mislabels, the fingerprint is asynchronous and covers linked images, and image size is
  * bounded (from the header, before decoding) with a decode memory budget that bounds concurrency.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { resolveStageHash, runStage } from '../../core/stage.js';
+import { resolveStageHash } from '../../core/stage.js';
 import { BadInputError } from '../../core/errors.js';
 import { FileArtifactStore } from '../../core/store/index.js';
 import { readShard, readShardFromStore } from '../../core/webdataset.js';
@@ -16,7 +16,7 @@ import { DecodeBudget, processDecodeBudget } from '../../stages/data/image.js';
 import { prepareSample } from '../../stages/data/prepare.js';
 import { sourceFingerprint } from '../../stages/data/sources/index.js';
 import { cocoDoc, pngBomb, pngHeaderClaiming, solidImage, vocObject, vocXml, writeCoco, writeFiles, writeVoc } from '../fixtures/malformed/build.js';
-import { quietContext, tempDir, tempWorkspace } from './helpers.js';
+import { tempWorkspace } from './helpers.js';
 
 const { dir, shard } = tempWorkspace();
 const failure = (p: Promise<unknown>) => p.then(() => null, (e: unknown) => e as Error);

@@ -1,4 +1,4 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as tarStream from 'tar-stream';
@@ -19,7 +19,7 @@ import {
   type ShardConfig,
   type ShardResult,
 } from '../../stages/data/index.js';
-import { quietContext, tempDir, tempWorkspace } from './helpers.js';
+import { quietContext, tempWorkspace } from './helpers.js';
 
 const { dir, shard } = tempWorkspace();
 

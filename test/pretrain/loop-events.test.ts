@@ -14,7 +14,7 @@ import { FileArtifactStore, type ArtifactStore } from '../../core/store/index.js
 import { crc32c, StoreEventWriter } from '../../core/tfevents.js';
 import { initBackend } from '../../core/tf.js';
 import { runTrainingLoop, type LossPoint } from '../../stages/pretrain/loop.js';
-import { START_CURSOR, type DataCursor } from '../../stages/pretrain/feeder.js';
+import type { DataCursor } from '../../stages/pretrain/feeder.js';
 import { evaluationConfigSchema, evaluationStage } from '../../stages/downstream/index.js';
 import { parseEventFile, scalarSeries } from '../helpers/tfevents.js';
 import { writeSquaresDataset } from '../downstream/squares-dataset.js';

@@ -41,7 +41,7 @@ import type { DetrTarget } from '../../engine/detr/matcher.js';
 import type { DetrTransformerConfig } from '../../engine/detr/transformer.js';
 import { importStateDict, type TorchTensor } from '../../engine/export.js';
 import { clipGradientsByGlobalNorm, disposeGradients, namedGradients } from '../../engine/grads.js';
-import { AdamW, excludeNothing } from '../../engine/optim.js';
+import { AdamW, excludeNothing, lrMultiplierOf } from '../../engine/optim.js';
 import { ParamStore } from '../../engine/params.js';
 import type { ResNet } from '../../engine/resnet.js';
 import { decodeSafetensors, typedArrayOf } from '../../engine/safetensors.js';
@@ -485,8 +485,6 @@ function deformableDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, e
     costs: { costClass: d.costClass, costBbox: d.costBbox, costGiou: d.costGiou },
     weights: { ce: d.clsLossCoef, bbox: d.bboxLossCoef, giou: d.giouLossCoef },
   };
-  // main.py lr_linear_proj_names with match_name_keywords (a substring test; pretrain/index.ts lrMultiplierOf).
-  const linearProj = ['reference_points', 'sampling_offsets'];
   const forward = (net: ResNet, x: tf.Tensor4D, ctx: DropoutContext): DetrOutputs => {
     const levelMaps = net.apply(x, { training: false }).stages.slice(1, 4);
     const [n, h, w] = x.shape;
@@ -498,7 +496,8 @@ function deformableDetr(t: DetrTaskInput, backbone: ResNet, store: ParamStore, e
     lr: d.lr,
     lrBackbone: d.lrBackbone,
     lrDropAt: d.lrDropAt,
-    lrScale: (name) => (linearProj.some((k) => name.includes(k)) ? d.lrLinearProjMult : 1),
+    // main.py lr_linear_proj_names × lr_linear_proj_mult.
+    lrScale: lrMultiplierOf({ match: ['reference_points', 'sampling_offsets'], scale: d.lrLinearProjMult }),
     // Called under the tape (tf.variableGrads tidies the per-term losses).
     loss: (net, x, targets, ctx) => ({ total: deformableSetCriterion(forward(net, x, ctx), targets, criterion).total }),
     detect: (net, x) => detectWith(forward, net, x, (logits, boxes) => deformablePostprocess(logits, boxes, config.numQueries, t.classes.length, t.imageSize, d.topK)),

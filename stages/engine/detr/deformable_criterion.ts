@@ -17,10 +17,8 @@
  * Shape legend: B images, Q queries, C classes, T = Σ_b T_b targets.
  */
 import * as tf from '@tensorflow/tfjs';
-import { hungarian } from '../hungarian.js';
-import { boxCxcywhToXyxy, generalizedBoxIou } from './box_ops.js';
 import { lossBoxes, type DetrOutputs, type DetrPredictions } from './criterion.js';
-import { validateTargets, type DetrTarget, type MatchIndices, type MatcherCosts } from './matcher.js';
+import { assignPerImage, validateTargets, weightedCost, type DetrTarget, type MatchIndices, type MatcherCosts } from './matcher.js';
 
 /** The α and γ that def_matcher.py hard-codes in the class cost. */
 const MATCHER_ALPHA = 0.25;
@@ -38,11 +36,7 @@ export function focalMatcherCostMatrix(predLogits: tf.Tensor3D, predBoxes: tf.Te
     const pos = tf.mul(tf.mul(tf.pow(tf.sub(1, prob), MATCHER_GAMMA), MATCHER_ALPHA), tf.neg(tf.log(tf.add(prob, 1e-8))));
     const ids = tf.tensor1d(labels, 'int32');
     const costClass = tf.sub(tf.gather(pos, ids, 1), tf.gather(neg, ids, 1));
-    const outBbox = tf.reshape(predBoxes, [b * q, 4]) as tf.Tensor2D;
-    const tgtBbox = tf.tensor2d(boxes, [boxes.length, 4]);
-    const costBbox = tf.sum(tf.abs(tf.sub(tf.expandDims(outBbox, 1), tf.expandDims(tgtBbox, 0))), 2);
-    const costGiou = tf.neg(generalizedBoxIou(boxCxcywhToXyxy(outBbox) as tf.Tensor2D, boxCxcywhToXyxy(tgtBbox) as tf.Tensor2D));
-    return tf.addN([tf.mul(costBbox, costs.costBbox), tf.mul(costClass, costs.costClass), tf.mul(costGiou, costs.costGiou)]) as tf.Tensor2D;
+    return weightedCost(costClass, predBoxes, boxes, costs);
   });
 }
 
@@ -52,27 +46,7 @@ export function focalHungarianMatcher(predLogits: tf.Tensor3D, predBoxes: tf.Ten
   if (costs.costClass === 0 && costs.costBbox === 0 && costs.costGiou === 0) throw new Error('HungarianMatcher: all costs cant be 0');
   if (predBoxes.shape[0] !== b || predBoxes.shape[1] !== q || predBoxes.shape[2] !== 4) throw new Error(`focalHungarianMatcher: predBoxes must be [${b}, ${q}, 4], got [${predBoxes.shape}]`);
   validateTargets(targets, c, b);
-  const total = targets.reduce((n, t) => n + t.labels.length, 0);
-  const cost = focalMatcherCostMatrix(predLogits, predBoxes, targets, costs);
-  const flat = cost.dataSync();
-  cost.dispose();
-  const out: MatchIndices[] = [];
-  let offset = 0;
-  for (let i = 0; i < b; i++) {
-    const tb = targets[i]!.labels.length;
-    const rows = Array.from({ length: q }, (_, r) => Float64Array.from({ length: tb }, (_, j) => flat[(i * q + r) * total + offset + j]!));
-    const src: number[] = [];
-    const tgt: number[] = [];
-    hungarian(rows).rowToColumn.forEach((col, row) => {
-      if (col >= 0) {
-        src.push(row);
-        tgt.push(col);
-      }
-    });
-    out.push({ src, tgt });
-    offset += tb;
-  }
-  return out;
+  return assignPerImage(focalMatcherCostMatrix(predLogits, predBoxes, targets, costs), q, targets);
 }
 
 /**

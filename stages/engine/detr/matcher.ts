@@ -67,13 +67,22 @@ export function matcherCostMatrix(predLogits: tf.Tensor3D, predBoxes: tf.Tensor3
   return tf.tidy(() => {
     if (labels.length === 0) return tf.zeros([b * q, 0]) as tf.Tensor2D;
     const outProb = tf.softmax(tf.reshape(predLogits, [b * q, k]) as tf.Tensor2D, -1);
-    const outBbox = tf.reshape(predBoxes, [b * q, 4]) as tf.Tensor2D;
-    const tgtBbox = tf.tensor2d(boxes, [boxes.length, 4]);
     const costClass = tf.neg(tf.gather(outProb, tf.tensor1d(labels, 'int32'), 1));
-    const costBbox = tf.sum(tf.abs(tf.sub(tf.expandDims(outBbox, 1), tf.expandDims(tgtBbox, 0))), 2); // cdist p=1
-    const costGiou = tf.neg(generalizedBoxIou(boxCxcywhToXyxy(outBbox) as tf.Tensor2D, boxCxcywhToXyxy(tgtBbox) as tf.Tensor2D));
-    return tf.addN([tf.mul(costBbox, costs.costBbox), tf.mul(costClass, costs.costClass), tf.mul(costGiou, costs.costGiou)]) as tf.Tensor2D;
+    return weightedCost(costClass, predBoxes, boxes, costs);
   });
+}
+
+/**
+ * C = w_bbox·L1(boxes) + w_class·costClass + w_giou·(−GIoU) over every (query, target) pair: [B·Q, T]. The box terms
+ * every DETR matcher shares (matcher.py, def_matcher.py); the class term is the caller's (softmax or focal).
+ */
+export function weightedCost(costClass: tf.Tensor, predBoxes: tf.Tensor3D, boxes: number[][], costs: MatcherCosts): tf.Tensor2D {
+  const [b, q] = predBoxes.shape;
+  const outBbox = tf.reshape(predBoxes, [b * q, 4]) as tf.Tensor2D;
+  const tgtBbox = tf.tensor2d(boxes, [boxes.length, 4]);
+  const costBbox = tf.sum(tf.abs(tf.sub(tf.expandDims(outBbox, 1), tf.expandDims(tgtBbox, 0))), 2); // cdist p=1
+  const costGiou = tf.neg(generalizedBoxIou(boxCxcywhToXyxy(outBbox) as tf.Tensor2D, boxCxcywhToXyxy(tgtBbox) as tf.Tensor2D));
+  return tf.addN([tf.mul(costBbox, costs.costBbox), tf.mul(costClass, costs.costClass), tf.mul(costGiou, costs.costGiou)]) as tf.Tensor2D;
 }
 
 /** `HungarianMatcher.forward`: one assignment per image. */
@@ -82,23 +91,29 @@ export function hungarianMatcher(predLogits: tf.Tensor3D, predBoxes: tf.Tensor3D
   if (costs.costClass === 0 && costs.costBbox === 0 && costs.costGiou === 0) throw new Error("HungarianMatcher: all costs can't be 0");
   if (predBoxes.shape[0] !== b || predBoxes.shape[1] !== q || predBoxes.shape[2] !== 4) throw new Error(`hungarianMatcher: predBoxes must be [${b}, ${q}, 4], got [${predBoxes.shape}]`);
   validateTargets(targets, k - 1, b);
+  return assignPerImage(matcherCostMatrix(predLogits, predBoxes, targets, costs), q, targets);
+}
+
+/**
+ * The matchers' common tail: the batch's cost matrix C [B·Q, T] split per image (its own targets' columns), each
+ * block assigned by the exact Hungarian; query indices ascending. Disposes `cost`.
+ */
+export function assignPerImage(cost: tf.Tensor2D, q: number, targets: readonly DetrTarget[]): MatchIndices[] {
   const total = targets.reduce((n, t) => n + t.labels.length, 0);
-  const c = matcherCostMatrix(predLogits, predBoxes, targets, costs);
-  const flat = c.dataSync();
-  c.dispose();
+  const flat = cost.dataSync();
+  cost.dispose();
   const out: MatchIndices[] = [];
   let offset = 0;
-  for (let i = 0; i < b; i++) {
+  for (let i = 0; i < targets.length; i++) {
     const tb = targets[i]!.labels.length;
     const rows = Array.from({ length: q }, (_, r) => {
       const row = new Float64Array(tb);
       for (let j = 0; j < tb; j++) row[j] = flat[(i * q + r) * total + offset + j]!;
       return row;
     });
-    const { rowToColumn } = hungarian(rows);
     const src: number[] = [];
     const tgt: number[] = [];
-    rowToColumn.forEach((col, row) => {
+    hungarian(rows).rowToColumn.forEach((col, row) => {
       if (col >= 0) {
         src.push(row);
         tgt.push(col);
