@@ -116,7 +116,16 @@ let active: BackendInfo | null = null;
  */
 const FALLBACK_COST = 'the pure-JS cpu backend trains about 6,000x slower than the native one (minutes per step instead of a fraction of a second)';
 
+/**
+ * TensorFlow's oneDNN (MKL) CPU kernels. The PyPI wheel turns them on only for CPUs with AVX-512 VNNI/BF16 or AMX,
+ * so an AVX2-only CPU (AMD EPYC Zen 2/3, older Xeons) got Eigen's kernels: measured on a 2-vCPU AMD EPYC, one MoCo v2
+ * step at 64 px (ResNet-18, batch 32) takes 0.95 s with Eigen and 0.65 s with oneDNN (docs/PERFORMANCE.md). Set here
+ * before libtensorflow loads; TF_ENABLE_ONEDNN_OPTS=0 in the environment keeps Eigen.
+ */
+export const ONEDNN_ENV = 'TF_ENABLE_ONEDNN_OPTS';
+
 async function loadNative(): Promise<string> {
+  process.env[ONEDNN_ENV] ??= '1';
   // Importing tfjs-node registers the 'tensorflow' backend on the shared tfjs engine.
   const override = process.env[TFJS_NODE_ENV];
   if (override) createRequire(import.meta.url)(resolve(override));
