@@ -28,16 +28,20 @@ interface Taps {
 /**
  * Per-output-pixel filter taps for resampling the source span [in0, in1) to `outSize` pixels,
  * following Pillow's precompute_coeffs: when shrinking, the kernel widens by the scale so every
- * source pixel contributes (antialiasing); weights are normalised to sum to 1.
+ * source pixel contributes (antialiasing); weights are normalised to sum to 1. Taps stay inside the
+ * span's pixels [floor(in0), ceil(in1)), as they do when the span is cropped out first (torchvision's
+ * resized_crop: `img.crop(box).resize(size)`); Pillow's resize(size, box=...) would read past the box.
  */
 function computeTaps(in0: number, in1: number, inSize: number, outSize: number, interpolation: Interpolation): Taps {
+  const edge0 = Math.max(0, Math.floor(in0));
+  const edge1 = Math.min(inSize, Math.ceil(in1));
   const scale = (in1 - in0) / outSize;
   const first = new Int32Array(outSize);
   const count = new Int32Array(outSize);
   if (interpolation === 'nearest') {
     const weights = new Float32Array(outSize).fill(1);
     for (let o = 0; o < outSize; o++) {
-      first[o] = Math.min(inSize - 1, Math.max(0, Math.floor(in0 + (o + 0.5) * scale)));
+      first[o] = Math.min(edge1 - 1, Math.max(edge0, Math.floor(in0 + (o + 0.5) * scale)));
       count[o] = 1;
     }
     return { first, count, weights, maxTaps: 1 };
@@ -49,8 +53,8 @@ function computeTaps(in0: number, in1: number, inSize: number, outSize: number, 
   const weights = new Float32Array(outSize * maxTaps);
   for (let o = 0; o < outSize; o++) {
     const center = in0 + (o + 0.5) * scale;
-    const lo = Math.max(0, Math.trunc(center - support + 0.5));
-    const hi = Math.min(inSize, Math.trunc(center + support + 0.5));
+    const lo = Math.max(edge0, Math.trunc(center - support + 0.5));
+    const hi = Math.min(edge1, Math.trunc(center + support + 0.5));
     let sum = 0;
     const n = Math.min(hi - lo, maxTaps);
     for (let k = 0; k < n; k++) {
@@ -66,10 +70,11 @@ function computeTaps(in0: number, in1: number, inSize: number, outSize: number, 
 }
 
 /**
- * Resize the region `box` = [x0, y0, x1, y1] (pixel-edge frame, may be fractional) of an RGB
- * image to outWidth x outHeight, into Float32 in [0, 1]. One horizontal then one vertical pass,
- * like Pillow's resize(size, box=...), which is what torchvision's RandomResizedCrop does on PIL
- * images. Uint8 sources are scaled by 1/255 on the way.
+ * Crop the region `box` = [x0, y0, x1, y1] (pixel-edge frame, integers in every caller) of an RGB
+ * image and resize it to outWidth x outHeight, into Float32 in [0, 1], as torchvision's
+ * RandomResizedCrop does on PIL images (`resized_crop`: `img.crop(box).resize(size, resample)`):
+ * one horizontal then one vertical pass with Pillow's filters, reading only pixels inside the box.
+ * Uint8 sources are scaled by 1/255 on the way.
  */
 export function resampleRegion(src: RgbImage, box: readonly number[], outWidth: number, outHeight: number, interpolation: Interpolation = 'bilinear'): RgbF32 {
   const [x0, y0, x1, y1] = box as [number, number, number, number];

@@ -207,7 +207,9 @@ export const pretrainStage: Stage<PretrainInputs, PretrainConfig, PretrainResult
   // Not bumped for the backbone card (safetensors metadata) and the TensorBoard events: what is learned and measured is
   // unchanged, older outputs simply lack them (`densepipe export` fills the card in from the run's config), and a bump
   // would throw away every cached run (the zoo's hours of training).
-  version: '3',
+  // 4: views are cropped, then resized (torchvision's resized_crop): the filter taps no longer read pixels outside the
+  // crop box (up to ~100 levels at a view's edges before; test/data/reference.test.ts).
+  version: '4',
   // Where and how often checkpoints are taken, and on which backend, do not change what is learned.
   // A method's own `version` joins the key once it is bumped past 1, so a change to one method redoes only its runs.
   keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => {

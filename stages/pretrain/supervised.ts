@@ -111,7 +111,8 @@ export const supervisedStage: Stage<SupervisedInputs, SupervisedConfig, Supervis
   // Not bumped for the backbone card (safetensors metadata) and the TensorBoard events: what is learned and measured is
   // unchanged, older outputs simply lack them (`densepipe export` fills the card in from the run's config), and a bump
   // would throw away every cached run (the zoo's hours of training).
-  version: '2',
+  // 3: crops resized from the crop's pixels only, as torchvision's resized_crop (stages/data/resample.ts).
+  version: '3',
   keyConfig: ({ checkpointEvery: _c, backend: _b, ...rest }) => rest,
   validate(inputs, config) {
     const split = inputs.dataset?.result?.splits?.[config.split];

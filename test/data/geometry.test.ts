@@ -125,9 +125,10 @@ describe('views show the pixels their geometry claims', () => {
       for (let k = 0; k < 40; k++) {
         const px = rng.int(0, g.width), py = rng.int(0, g.height);
         const [X, Y] = viewToOriginal(g, [px + 0.5, py + 0.5]);
-        // Away from the image border the filter taps are never truncated, so the ramp is reproduced exactly.
+        // Away from the crop box's border the filter taps are never truncated (the view reads only the crop's
+        // pixels, as torchvision's crop-then-resize does), so the ramp is reproduced exactly.
         const margin = 2 * Math.max(1, (g.crop[2] - g.crop[0]) / g.width, (g.crop[3] - g.crop[1]) / g.height);
-        if (X < margin || X > W - margin || Y < margin || Y > H - margin) continue;
+        if (X < g.crop[0] + margin || X > g.crop[2] - margin || Y < g.crop[1] + margin || Y > g.crop[3] - margin) continue;
         const o = (py * g.width + px) * 3;
         // Upsampling is plain linear interpolation: exact. Shrinking uses Pillow's antialiasing
         // triangle sampled at pixel centres, whose centroid may sit a few hundredths of a pixel off.
