@@ -31,7 +31,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
-import { BadInputError, TrainingDivergedError } from '../../core/errors.js';
+import { BadInputError } from '../../core/errors.js';
 import type { Rng } from '../../core/rng.js';
 import type { ViewSpec } from '../data/augment.js';
 import { boxesIntoView, boxOriginalToView, type Box, type ViewGeometry } from '../data/geometry.js';
@@ -39,10 +39,10 @@ import { DeformableDetr, type DeformableDetrConfig, type DeformableDetrOutput } 
 import { deformableSetCriterion, type DeformableCriterionConfig } from '../engine/detr/deformable_criterion.js';
 import { DetrMlp } from '../engine/detr/detr.js';
 import type { DetrTarget, MatchIndices } from '../engine/detr/matcher.js';
-import { clipGradientsByGlobalNorm, namedGradients } from '../engine/grads.js';
 import { roiAlign, type RoiBox } from '../engine/ops/roi_align.js';
 import { Initializer, ParamStore } from '../engine/params.js';
 import { defineMethod, type FeatureBackbone, type MethodBatch, type MethodBuild, type MethodExport, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
+import { assertFiniteDetections, clippedStep, detectorExport, frozenBackbone, selfdetCropSourceView, weightedParts, type DetectorLoss } from './shared/detector-pretraining.js';
 
 /** DETReg's arguments, each default from util/default_args.py (model deformable_detr) and configs/DETReg_top30_in.sh at a4b6363. */
 export const detregArgs = z.strictObject({
@@ -91,17 +91,11 @@ const OBJECT_LABEL = 1;
 
 /**
  * The two views: the detection view (selfdet.py's detection transform: horizontal flip, then a resize or a resized
- * crop, no colour change) and the whole image with the crop transform's colour augmentation (ColorJitter(0.4, 0.4, 0.4,
- * 0.1) p 0.8, grayscale 0.2, blur σ ∈ [0.1, 2] p 0.5 at P px, no flip), which the box crops are cut from at their
- * original boxes. The blur σ is given at P px on a crop; cut from a view of S px a crop is about S/2 wide, so σ is scaled
- * by (S/2)/P.
+ * crop, no colour change) and the whole image with the crop transform's colour augmentation (`selfdetCropSourceView`,
+ * UP-DETR's query transform), which the box crops are cut from at their original boxes.
  */
 function detregViews(size: number, args: DetRegArgs): ViewSpec[] {
-  const sigma = (s: number) => (s * size) / 2 / args.patchSize;
-  return [
-    { size, scale: [0.4, 1], ratio: [3 / 4, 4 / 3], flipP: 0.5 },
-    { size, scale: [1, 1], ratio: [1e-3, 1e3], flipP: 0, colorJitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 }, grayscaleP: 0.2, blur: { p: 0.5, sigma: [sigma(0.1), sigma(2)] } },
-  ];
+  return [{ size, scale: [0.4, 1], ratio: [3 / 4, 4 / 3], flipP: 0.5 }, selfdetCropSourceView(size, args.patchSize)];
 }
 
 /**
@@ -133,14 +127,8 @@ export interface DetRegInputs {
   targets: DetrTarget[];
 }
 
-export interface DetRegLoss {
-  outputs: DeformableDetrOutput & { predFeatures: tf.Tensor3D };
-  total: tf.Scalar;
-  losses: Record<string, tf.Scalar>;
-  /** Weighted sums per kind over the layers (ce, bbox, giou, object_embedding): they add up to `total`. */
-  parts: Record<string, tf.Scalar>;
-  indices: MatchIndices[][];
-}
+/** The forward pass's outputs and the loss terms (`_i` suffixes as the official loss dict); parts: ce, bbox, giou, object_embedding. */
+export type DetRegLoss = DetectorLoss<DeformableDetrOutput & { predFeatures: tf.Tensor3D }>;
 
 export class DetReg implements MethodInstance<DetRegArgs> {
   /** `backbone.*` (frozen, not trainable) and the detector under the official names. */
@@ -158,10 +146,8 @@ export class DetReg implements MethodInstance<DetRegArgs> {
     readonly args: DetRegArgs,
     build: Pick<MethodBuild<DetRegArgs>, 'backbone' | 'seed' | 'pretrained'>,
   ) {
-    this.backbone = build.backbone(this.online, 'backbone', build.seed);
-    build.pretrained?.load(this.online, 'backbone');
     // --lr_backbone 0: train_backbone False, so BackboneBase sets requires_grad False on every backbone parameter.
-    for (const [name, v] of this.online.vars) if (name.startsWith('backbone.')) v.trainable = false;
+    this.backbone = frozenBackbone(this.online, build);
     const stages = this.backbone.stageChannels;
     if (!stages || stages.length < 4 || !this.backbone.applyStages) throw new BadInputError('DETReg needs a backbone with stage outputs C3..C5 (a ResNet)', 'backbone.arch');
     this.levelChannels = stages.slice(1, 4) as number[];
@@ -192,16 +178,12 @@ export class DetReg implements MethodInstance<DetRegArgs> {
       weights: { ce: args.clsLossCoef, bbox: args.bboxLossCoef, giou: args.giouLossCoef },
     };
     this.exports = {
-      detector: {
-        store: this.online,
-        exclude: (name) => name.startsWith('backbone.'),
-        metadata: {
-          schema: 'densepipe.deformable-detr/v1',
-          // What a Deformable DETR fine-tune rebuilds: DETReg's checkpoint without the backbone, official parameter names
-          // (the fine-tune configs load it with --pretrain and drop class_embed; feature_embed is unused there).
-          deformableDetr: JSON.stringify({ ...config.transformer, numQueries: args.numQueries, numClasses: args.numClasses, backboneChannels: this.levelChannels, withBoxRefine: false, twoStage: false }),
-        },
-      },
+      detector: detectorExport(this.online, {
+        schema: 'densepipe.deformable-detr/v1',
+        // What a Deformable DETR fine-tune rebuilds: DETReg's checkpoint without the backbone, official parameter names
+        // (the fine-tune configs load it with --pretrain and drop class_embed; feature_embed is unused there).
+        deformableDetr: JSON.stringify({ ...config.transformer, numQueries: args.numQueries, numClasses: args.numClasses, backboneChannels: this.levelChannels, withBoxRefine: false, twoStage: false }),
+      }),
     };
   }
 
@@ -221,20 +203,12 @@ export class DetReg implements MethodInstance<DetRegArgs> {
   /** Forward pass and loss (`DeformableDETR.forward` + `SetCriterion.forward` + the weight_dict sum); call under the tape. */
   loss(features: tf.Tensor4D[], imageMask: tf.Tensor3D, embeddings: tf.Tensor2D, targets: DetrTarget[], ctx: { training: boolean; rng?: Rng }): DetRegLoss {
     const out = this.detector.apply(features, imageMask, ctx);
-    const predictions = [out, ...(out.auxOutputs ?? [])].flatMap((o) => [o.predLogits, o.predBoxes]);
-    const finite = tf.tidy(() => tf.all(tf.stack(predictions.map((t) => tf.all(tf.isFinite(t))))).dataSync()[0]);
-    if (!finite) throw new TrainingDivergedError("DETReg: the detector's outputs are no longer finite (the weights diverged); nothing to match");
+    assertFiniteDetections(out, 'DETReg');
     const r = deformableSetCriterion(out, targets, this.criterion);
     const k = out.hs.shape[0];
     const predFeatures = this.featureEmbed.apply(tf.squeeze(tf.slice(out.hs, [k - 1, 0, 0, 0], [1, -1, -1, -1]), [0])) as tf.Tensor3D; // [B, Q, C3]
     const losses = { ...r.losses, loss_object_embedding: objectEmbeddingLoss(predFeatures, embeddings, r.indices[0]!, targets) };
-    const weight = { loss_ce: this.criterion.weights.ce, loss_bbox: this.criterion.weights.bbox, loss_giou: this.criterion.weights.giou, loss_object_embedding: this.args.objectEmbeddingCoef } satisfies Record<string, number>;
-    const parts: Record<string, tf.Scalar> = {};
-    for (const kind of Object.keys(weight) as Array<keyof typeof weight>) {
-      const terms = Object.entries(losses).filter(([name]) => name.replace(/_\d+$/, '') === kind);
-      parts[kind.slice('loss_'.length)] = tf.tidy(() => tf.mul(tf.addN(terms.map(([, v]) => v)), weight[kind]) as tf.Scalar);
-    }
-    const total = tf.addN(Object.values(parts)) as tf.Scalar;
+    const { parts, total } = weightedParts(losses, { loss_ce: this.criterion.weights.ce, loss_bbox: this.criterion.weights.bbox, loss_giou: this.criterion.weights.giou, loss_object_embedding: this.args.objectEmbeddingCoef });
     r.total.dispose();
     return { outputs: { ...out, predFeatures }, total, losses, parts, indices: r.indices };
   }
@@ -244,20 +218,10 @@ export class DetReg implements MethodInstance<DetRegArgs> {
     const { features, embeddings } = this.encode(inputs.images, inputs.crops);
     const [b, h, w] = inputs.images.shape;
     const mask = inputs.imageMask ?? (tf.zeros([b, h, w], 'bool') as tf.Tensor3D);
-    let parts: Record<string, tf.Scalar> = {};
     try {
-      const { loss, grads } = namedGradients(() => {
-        const out = this.loss(features, mask, embeddings, inputs.targets, { training: true, rng: ctx.rng });
-        parts = Object.fromEntries(Object.entries(out.parts).map(([k, t]) => [k, tf.keep(t)]));
-        return out.total;
-      }, this.online.trainable());
-      const clipped = this.args.clipMaxNorm > 0 ? clipGradientsByGlobalNorm(grads, this.args.clipMaxNorm) : { grads, totalNorm: null };
-      ctx.applyGradients(clipped.grads);
-      const result: StepResult = { loss: loss.dataSync()[0]!, parts: Object.fromEntries(Object.entries(parts).map(([k, t]) => [k, t.dataSync()[0]!])) };
-      tf.dispose([loss, ...clipped.grads.values(), ...(clipped.totalNorm ? [clipped.totalNorm] : [])]);
-      return result;
+      return clippedStep(this.online.trainable(), this.args.clipMaxNorm, ctx, () => this.loss(features, mask, embeddings, inputs.targets, { training: true, rng: ctx.rng }));
     } finally {
-      tf.dispose([...features, embeddings, ...Object.values(parts), ...(inputs.imageMask ? [] : [mask])]);
+      tf.dispose([...features, embeddings, ...(inputs.imageMask ? [] : [mask])]);
     }
   }
 

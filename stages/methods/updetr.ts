@@ -29,17 +29,17 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
-import { BadInputError, TrainingDivergedError } from '../../core/errors.js';
+import { BadInputError } from '../../core/errors.js';
 import type { Rng } from '../../core/rng.js';
 import type { ViewSpec } from '../data/augment.js';
 import { setCriterion, type SetCriterionConfig } from '../engine/detr/criterion.js';
 import { DetrHead, DetrMlp, maskToFeatureSize, type DetrHeadConfig, type DetrHeadOutput } from '../engine/detr/detr.js';
 import type { DetrTarget, MatchIndices } from '../engine/detr/matcher.js';
-import { clipGradientsByGlobalNorm, namedGradients } from '../engine/grads.js';
 import { Linear } from '../engine/layers.js';
 import { roiAlign, type RoiBox } from '../engine/ops/roi_align.js';
 import { Initializer, ParamStore } from '../engine/params.js';
 import { defineMethod, type FeatureBackbone, type MethodBatch, type MethodBuild, type MethodExport, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
+import { assertFiniteDetections, clippedStep, detectorExport, frozenBackbone, selfdetCropSourceView, weightedParts, wholeImageView, type DetectorLoss } from './shared/detector-pretraining.js';
 
 /** UP-DETR's arguments, each default from main.py / the README's pre-training command at 44c0c6e. */
 export const updetrArgs = z.strictObject({
@@ -84,18 +84,11 @@ const NUM_CLASSES = 2;
 
 /**
  * The two views: the image the detector sees (selfdet.py's detection transform: resize, no flip, no colour change) and
- * the same whole image with the query transform's colour augmentation (ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale
- * 0.2, blur σ ∈ [0.1, 2] p 0.5 at P px), which the patches are cut from. Both cover the whole image, so a box drawn in
- * one is the same box in the other. The blur σ is given at P px on the patch; cut from a view at S px a patch is about
- * S/2 wide, so σ is scaled by (S/2)/P.
+ * the same whole image with the query transform's colour augmentation (`selfdetCropSourceView`), which the patches are
+ * cut from. Both cover the whole image, so a box drawn in one is the same box in the other.
  */
 function updetrViews(size: number, args: UpDetrArgs): ViewSpec[] {
-  const whole = { size, scale: [1, 1] as [number, number], ratio: [1e-3, 1e3] as [number, number], flipP: 0 };
-  const sigma = (s: number) => (s * size) / 2 / args.patchSize;
-  return [
-    { ...whole },
-    { ...whole, colorJitter: { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.1, p: 0.8 }, grayscaleP: 0.2, blur: { p: 0.5, sigma: [sigma(0.1), sigma(2)] } },
-  ];
+  return [wholeImageView(size), selfdetCropSourceView(size, args.patchSize)];
 }
 
 /**
@@ -145,15 +138,8 @@ export interface UpDetrInputs {
   queryOrder?: number[];
 }
 
-/** The forward pass's outputs and the loss terms, per decoder layer (`_i` suffixes as the official loss dict). */
-export interface UpDetrLoss {
-  outputs: DetrHeadOutput & { predFeature?: tf.Tensor4D };
-  total: tf.Scalar;
-  losses: Record<string, tf.Scalar>;
-  /** Weighted sums over layers per kind (ce, bbox, giou, feature): they add up to `total`. */
-  parts: Record<string, tf.Scalar>;
-  indices: MatchIndices[][];
-}
+/** The forward pass's outputs and the loss terms, per decoder layer (`_i` suffixes as the official loss dict); parts: ce, bbox, giou, feature. */
+export type UpDetrLoss = DetectorLoss<DetrHeadOutput & { predFeature?: tf.Tensor4D }>;
 
 export class UpDetr implements MethodInstance<UpDetrArgs> {
   /** `backbone.*` (frozen, not trainable) and the detector under the official names. */
@@ -171,10 +157,8 @@ export class UpDetr implements MethodInstance<UpDetrArgs> {
     readonly args: UpDetrArgs,
     build: Pick<MethodBuild<UpDetrArgs>, 'backbone' | 'seed' | 'pretrained'>,
   ) {
-    this.backbone = build.backbone(this.online, 'backbone', build.seed);
-    build.pretrained?.load(this.online, 'backbone');
     // --fre_cnn: lr_backbone = 0, so BackboneBase sets requires_grad False on every backbone parameter.
-    for (const [name, v] of this.online.vars) if (name.startsWith('backbone.')) v.trainable = false;
+    this.backbone = frozenBackbone(this.online, build);
     const cb = this.backbone.outChannels;
     const config: DetrHeadConfig = {
       backboneChannels: cb,
@@ -206,16 +190,12 @@ export class UpDetr implements MethodInstance<UpDetrArgs> {
     };
     const t = config.transformer;
     this.exports = {
-      detector: {
-        store: this.online,
-        exclude: (name) => name.startsWith('backbone.'),
-        metadata: {
-          schema: 'densepipe.detr/v1',
-          // What a DETR fine-tune rebuilds: UP-DETR's checkpoint without the backbone (official names; detr_main.py
-          // --pretrain drops class_embed and loads the rest with strict=False, ignoring patch2query and feature_align).
-          detr: JSON.stringify({ ...t, numQueries: args.numQueries, numClasses: NUM_CLASSES, backboneChannels: cb }),
-        },
-      },
+      detector: detectorExport(this.online, {
+        schema: 'densepipe.detr/v1',
+        // What a DETR fine-tune rebuilds: UP-DETR's checkpoint without the backbone (official names; detr_main.py
+        // --pretrain drops class_embed and loads the rest with strict=False, ignoring patch2query and feature_align).
+        detr: JSON.stringify({ ...t, numQueries: args.numQueries, numClasses: NUM_CLASSES, backboneChannels: cb }),
+      }),
     };
   }
 
@@ -250,10 +230,7 @@ export class UpDetr implements MethodInstance<UpDetrArgs> {
   loss(features: tf.Tensor4D, mask: tf.Tensor3D, patchFeature: tf.Tensor2D, inputs: Pick<UpDetrInputs, 'targets' | 'patchDropDraw' | 'queryOrder'>, ctx: { training: boolean; rng?: Rng }): UpDetrLoss {
     const queries = this.queries(patchFeature, inputs.patchDropDraw, inputs.queryOrder);
     const outputs: UpDetrLoss['outputs'] = this.head.apply(features, mask, ctx, { queries, decoderMask: this.attentionMask });
-    // A diverged detector (non-finite weights) gives non-finite costs, which the matching cannot assign: say what happened.
-    const predictions = [outputs, ...(outputs.auxOutputs ?? [])].flatMap((o) => [o.predLogits, o.predBoxes]);
-    const finite = tf.tidy(() => tf.all(tf.stack(predictions.map((t) => tf.all(tf.isFinite(t))))).dataSync()[0]);
-    if (!finite) throw new TrainingDivergedError('UP-DETR: the detector\'s outputs are no longer finite (the weights diverged); nothing to match');
+    assertFiniteDetections(outputs, 'UP-DETR');
     const r = setCriterion(outputs, inputs.targets, this.criterion);
     const losses = { ...r.losses };
     const layers = outputs.hs.shape[0];
@@ -267,14 +244,7 @@ export class UpDetr implements MethodInstance<UpDetrArgs> {
         losses[`loss_feature${i === 0 ? '' : `_${i - 1}`}`] = featureLoss(predFeature, layer, patchFeature, match, this.args.numPatches, numBoxes);
       });
     }
-    const weight = { loss_ce: this.criterion.weights.ce, loss_bbox: this.criterion.weights.bbox, loss_giou: this.criterion.weights.giou, loss_feature: this.args.featureLossCoef } satisfies Record<string, number>;
-    const kindOf = (name: string) => name.replace(/_\d+$/, '') as keyof typeof weight;
-    const parts: Record<string, tf.Scalar> = {};
-    for (const kind of Object.keys(weight) as Array<keyof typeof weight>) {
-      const terms = Object.entries(losses).filter(([name]) => kindOf(name) === kind);
-      if (terms.length) parts[kind.slice('loss_'.length)] = tf.tidy(() => tf.mul(tf.addN(terms.map(([, v]) => v)), weight[kind]) as tf.Scalar);
-    }
-    const total = tf.addN(Object.values(parts)) as tf.Scalar;
+    const { parts, total } = weightedParts(losses, { loss_ce: this.criterion.weights.ce, loss_bbox: this.criterion.weights.bbox, loss_giou: this.criterion.weights.giou, loss_feature: this.args.featureLossCoef });
     r.total.dispose();
     return { outputs, total, losses, parts, indices: r.indices };
   }
@@ -282,20 +252,10 @@ export class UpDetr implements MethodInstance<UpDetrArgs> {
   /** One optimisation step on drawn inputs: frozen features, loss under the tape, clip_grad_norm_, optimizer. */
   train(inputs: UpDetrInputs, ctx: Pick<StepContext, 'rng' | 'applyGradients'>): StepResult {
     const { features, mask, patchFeature } = this.encode(inputs.images, inputs.patches, inputs.imageMask);
-    let parts: Record<string, tf.Scalar> = {};
     try {
-      const { loss, grads } = namedGradients(() => {
-        const out = this.loss(features, mask, patchFeature, inputs, { training: true, rng: ctx.rng });
-        parts = Object.fromEntries(Object.entries(out.parts).map(([k, t]) => [k, tf.keep(t)]));
-        return out.total;
-      }, this.online.trainable());
-      const clipped = this.args.clipMaxNorm > 0 ? clipGradientsByGlobalNorm(grads, this.args.clipMaxNorm) : { grads, totalNorm: null };
-      ctx.applyGradients(clipped.grads);
-      const result: StepResult = { loss: loss.dataSync()[0]!, parts: Object.fromEntries(Object.entries(parts).map(([k, t]) => [k, t.dataSync()[0]!])) };
-      tf.dispose([loss, ...clipped.grads.values(), ...(clipped.totalNorm ? [clipped.totalNorm] : [])]);
-      return result;
+      return clippedStep(this.online.trainable(), this.args.clipMaxNorm, ctx, () => this.loss(features, mask, patchFeature, inputs, { training: true, rng: ctx.rng }));
     } finally {
-      tf.dispose([features, mask, patchFeature, ...Object.values(parts)]);
+      tf.dispose([features, mask, patchFeature]);
     }
   }
 

@@ -11,6 +11,8 @@
  * (mean |#{q : argmax ≠ ∅} − T_b|). With auxiliary outputs, every earlier decoder layer is matched on its own and
  * adds the same terms suffixed `_i` (class_error only for the last layer).
  *   total = Σ_k weight_dict[k] · loss_k,  weight_dict = {loss_ce: 1, loss_bbox: 5, loss_giou: 2} and the `_i` copies.
+ * The per-layer loop (`setCriterionOverLayers`) is Deformable DETR's too (deformable_criterion.ts), with its own matcher
+ * and classification loss.
  *
  * Shape legend: B images, Q queries, K = C + 1 classes (no-object last), L decoder layers.
  */
@@ -52,10 +54,46 @@ export interface SetCriterionResult {
   total: tf.Scalar;
   /** loss_ce, loss_bbox, loss_giou and their `_i` copies, as scalars (owned by the caller; a plain object, so tf.tidy keeps them). */
   losses: Record<string, tf.Scalar>;
-  /** class_error and cardinality_error (and `cardinality_error_i`), plain numbers. */
+  /** class_error of the last layer and the criterion's own per-layer logs (DETR: cardinality_error, `cardinality_error_i`), plain numbers. */
   logs: Record<string, number>;
   /** The matching of each layer, last layer first, then aux layer 0, 1, …. */
   indices: MatchIndices[][];
+}
+
+/** What a DETR-family criterion does differently per decoder layer: its matcher and its classification loss. */
+export interface LayerCriterion {
+  /** The layer's Hungarian matching (no gradient). */
+  match(pred: DetrPredictions): MatchIndices[];
+  /** loss_ce of the layer against its matching (DETR: softmax CE with eos_coef; Deformable DETR: sigmoid focal). */
+  lossLabels(logits: tf.Tensor3D, match: MatchIndices[], numBoxes: number): tf.Scalar;
+  /** Logs of every layer besides the last layer's class_error, written into `logs` under `suffix` (DETR: cardinality_error). */
+  log?(logits: tf.Tensor3D, suffix: string, logs: Record<string, number>): void;
+}
+
+/**
+ * The loop every DETR-family `SetCriterion.forward` runs: the last layer (suffix ''), then each auxiliary layer i
+ * (suffix `_i`) matched on its own, adding loss_ce (the caller's), loss_bbox and loss_giou (`lossBoxes`), the last
+ * layer's class_error, then total = Σ_k weights[k] · loss_k in that order. N_boxes = max(Σ_b T_b, 1).
+ */
+export function setCriterionOverLayers(outputs: DetrOutputs, targets: readonly DetrTarget[], weights: SetCriterionConfig['weights'], layer: LayerCriterion): SetCriterionResult {
+  const numBoxes = Math.max(targets.reduce((n, t) => n + t.labels.length, 0), 1);
+  const losses: Record<string, tf.Scalar> = {};
+  const logs: Record<string, number> = {};
+  const indices: MatchIndices[][] = [];
+  const layers: Array<[DetrPredictions, string]> = [[outputs, ''], ...(outputs.auxOutputs ?? []).map((o, i): [DetrPredictions, string] => [o, `_${i}`])];
+  for (const [pred, suffix] of layers) {
+    const match = layer.match(pred);
+    indices.push(match);
+    losses[`loss_ce${suffix}`] = layer.lossLabels(pred.predLogits, match, numBoxes);
+    const { bbox, giou } = lossBoxes(pred.predBoxes, targets, match, numBoxes);
+    losses[`loss_bbox${suffix}`] = bbox;
+    losses[`loss_giou${suffix}`] = giou;
+    if (suffix === '') logs.class_error = classError(pred.predLogits, targets, match);
+    layer.log?.(pred.predLogits, suffix, logs);
+  }
+  const weight = { loss_ce: weights.ce, loss_bbox: weights.bbox, loss_giou: weights.giou } satisfies Record<string, number>;
+  const total = tf.tidy(() => tf.addN(Object.entries(losses).map(([name, v]) => tf.mul(v, weight[name.replace(/_\d+$/, '') as keyof typeof weight]))) as tf.Scalar);
+  return { total, losses, logs, indices };
 }
 
 /**
@@ -65,28 +103,13 @@ export interface SetCriterionResult {
 export function setCriterion(outputs: DetrOutputs, targets: readonly DetrTarget[], config: SetCriterionConfig): SetCriterionResult {
   const k = outputs.predLogits.shape[2];
   if (k !== config.numClasses + 1) throw new Error(`setCriterion: logits have ${k} classes, expected numClasses + 1 = ${config.numClasses + 1}`);
-  const numBoxes = Math.max(targets.reduce((n, t) => n + t.labels.length, 0), 1);
-  const losses: Record<string, tf.Scalar> = {};
-  const logs: Record<string, number> = {};
-  const indices: MatchIndices[][] = [];
-  const layers: Array<[DetrPredictions, string]> = [[outputs, ''], ...(outputs.auxOutputs ?? []).map((o, i): [DetrPredictions, string] => [o, `_${i}`])];
-  for (const [pred, suffix] of layers) {
-    const match = hungarianMatcher(pred.predLogits, pred.predBoxes, targets, config.costs);
-    indices.push(match);
-    losses[`loss_ce${suffix}`] = lossLabels(pred.predLogits, targets, match, config);
-    const { bbox, giou } = lossBoxes(pred.predBoxes, targets, match, numBoxes);
-    losses[`loss_bbox${suffix}`] = bbox;
-    losses[`loss_giou${suffix}`] = giou;
-    if (suffix === '') logs.class_error = classError(pred.predLogits, targets, match);
-    logs[`cardinality_error${suffix}`] = cardinalityError(pred.predLogits, targets);
-  }
-  const weightOf = (name: string): number => {
-    const base = name.replace(/_\d+$/, '');
-    const table = { loss_ce: config.weights.ce, loss_bbox: config.weights.bbox, loss_giou: config.weights.giou } satisfies Record<string, number>;
-    return table[base as keyof typeof table];
-  };
-  const total = tf.tidy(() => tf.addN(Object.entries(losses).map(([name, v]) => tf.mul(v, weightOf(name)))) as tf.Scalar);
-  return { total, losses, logs, indices };
+  return setCriterionOverLayers(outputs, targets, config.weights, {
+    match: (pred) => hungarianMatcher(pred.predLogits, pred.predBoxes, targets, config.costs),
+    lossLabels: (logits, match) => lossLabels(logits, targets, match, config),
+    log: (logits, suffix, logs) => {
+      logs[`cardinality_error${suffix}`] = cardinalityError(logits, targets);
+    },
+  });
 }
 
 /** The class of every query: the matched target's label, else the no-object class C. [B][Q]. */
@@ -130,7 +153,7 @@ export function lossBoxes(boxes: tf.Tensor3D, targets: readonly DetrTarget[], ma
   });
 }
 
-/** 100 − top-1 accuracy (%) of the matched queries' logits against their targets' labels (100 if none). */
+/** 100 − top-1 accuracy (%) of the matched queries' logits (argmax over every logit) against their targets' labels (100 if none). */
 function classError(logits: tf.Tensor3D, targets: readonly DetrTarget[], match: MatchIndices[]): number {
   const [, q, k] = logits.shape;
   const data = logits.dataSync();

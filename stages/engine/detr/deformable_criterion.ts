@@ -11,13 +11,14 @@
  *   loss_ce   = Q · Σ_{b,c} mean_q FL(x_bqc, y_bqc) / N_boxes      y = one-hot of the matched label, 0 for unmatched queries
  *   FL(x, y)  = α_t (1 − p_t)^γ BCE(x, y),  p_t = p y + (1 − p)(1 − y),  α_t = α y + (1 − α)(1 − y)   (focal_alpha, γ = 2)
  *   loss_bbox = Σ_matched ‖b̂ − b‖₁ / N_boxes,   loss_giou = Σ_matched (1 − GIoU) / N_boxes     (criterion.ts lossBoxes)
- * With auxiliary outputs every earlier decoder layer is matched on its own and adds `_i` copies;
+ * With auxiliary outputs every earlier decoder layer is matched on its own and adds `_i` copies (the loop is DETR's,
+ * criterion.ts `setCriterionOverLayers`; logged: the last layer's class_error);
  *   total = Σ_k weight_dict[k] loss_k   (DETReg: loss_ce 2, loss_bbox 5, loss_giou 2 and the same for every `_i`).
  *
  * Shape legend: B images, Q queries, C classes, T = Σ_b T_b targets.
  */
 import * as tf from '@tensorflow/tfjs';
-import { lossBoxes, type DetrOutputs, type DetrPredictions } from './criterion.js';
+import { setCriterionOverLayers, type DetrOutputs, type SetCriterionResult } from './criterion.js';
 import { assignPerImage, validateTargets, weightedCost, type DetrTarget, type MatchIndices, type MatcherCosts } from './matcher.js';
 
 /** The α and γ that def_matcher.py hard-codes in the class cost. */
@@ -81,16 +82,8 @@ export function deformableCriterionDefaults(numClasses: number): DeformableCrite
   return { numClasses, focalAlpha: 0.25, costs: { costClass: 2, costBbox: 5, costGiou: 2 }, weights: { ce: 2, bbox: 5, giou: 2 } };
 }
 
-export interface DeformableCriterionResult {
-  /** Σ weight_dict[k] · loss_k over every layer's terms. */
-  total: tf.Scalar;
-  /** loss_ce, loss_bbox, loss_giou and the `_i` copies (owned by the caller). */
-  losses: Record<string, tf.Scalar>;
-  /** class_error of the last layer (100 − top-1 accuracy of the matched queries), not differentiated. */
-  logs: Record<string, number>;
-  /** Each layer's matching: the last layer first, then aux layer 0, 1, …. */
-  indices: MatchIndices[][];
-}
+/** The same fields as DETR's (`logs`: the last layer's class_error only: cardinality is not computed). */
+export type DeformableCriterionResult = SetCriterionResult;
 
 /** `loss_labels`: the focal loss against the one-hot of the matched labels (unmatched: all zeros), × Q. */
 function lossLabels(logits: tf.Tensor3D, targets: readonly DetrTarget[], match: MatchIndices[], numBoxes: number, alpha: number): tf.Scalar {
@@ -100,22 +93,6 @@ function lossLabels(logits: tf.Tensor3D, targets: readonly DetrTarget[], match: 
   return tf.tidy(() => tf.mul(sigmoidFocalLoss(logits, tf.tensor3d(onehot, [b, q, c]), numBoxes, alpha, 2), q) as tf.Scalar);
 }
 
-function classError(logits: tf.Tensor3D, targets: readonly DetrTarget[], match: MatchIndices[]): number {
-  const [, q, c] = logits.shape;
-  const data = logits.dataSync();
-  let correct = 0;
-  let n = 0;
-  match.forEach((m, i) =>
-    m.src.forEach((s, j) => {
-      let best = 0;
-      for (let k = 1; k < c; k++) if (data[(i * q + s) * c + k]! > data[(i * q + s) * c + best]!) best = k;
-      if (best === targets[i]!.labels[m.tgt[j]!]) correct++;
-      n++;
-    }),
-  );
-  return n === 0 ? 100 : 100 - (100 * correct) / n;
-}
-
 /**
  * `SetCriterion.forward` with losses ['labels', 'boxes'] (cardinality is a log only and not computed), plus the
  * weighted sum. Call inside the function handed to `namedGradients`.
@@ -123,21 +100,8 @@ function classError(logits: tf.Tensor3D, targets: readonly DetrTarget[], match: 
 export function deformableSetCriterion(outputs: DetrOutputs, targets: readonly DetrTarget[], config: DeformableCriterionConfig): DeformableCriterionResult {
   const c = outputs.predLogits.shape[2];
   if (c !== config.numClasses) throw new Error(`deformableSetCriterion: logits have ${c} classes, expected ${config.numClasses}`);
-  const numBoxes = Math.max(targets.reduce((n, t) => n + t.labels.length, 0), 1);
-  const losses: Record<string, tf.Scalar> = {};
-  const logs: Record<string, number> = {};
-  const indices: MatchIndices[][] = [];
-  const layers: Array<[DetrPredictions, string]> = [[outputs, ''], ...(outputs.auxOutputs ?? []).map((o, i): [DetrPredictions, string] => [o, `_${i}`])];
-  for (const [pred, suffix] of layers) {
-    const match = focalHungarianMatcher(pred.predLogits, pred.predBoxes, targets, config.costs);
-    indices.push(match);
-    losses[`loss_ce${suffix}`] = lossLabels(pred.predLogits, targets, match, numBoxes, config.focalAlpha);
-    const { bbox, giou } = lossBoxes(pred.predBoxes, targets, match, numBoxes);
-    losses[`loss_bbox${suffix}`] = bbox;
-    losses[`loss_giou${suffix}`] = giou;
-    if (suffix === '') logs.class_error = classError(pred.predLogits, targets, match);
-  }
-  const weight = { loss_ce: config.weights.ce, loss_bbox: config.weights.bbox, loss_giou: config.weights.giou } satisfies Record<string, number>;
-  const total = tf.tidy(() => tf.addN(Object.entries(losses).map(([name, v]) => tf.mul(v, weight[name.replace(/_\d+$/, '') as keyof typeof weight]))) as tf.Scalar);
-  return { total, losses, logs, indices };
+  return setCriterionOverLayers(outputs, targets, config.weights, {
+    match: (pred) => focalHungarianMatcher(pred.predLogits, pred.predBoxes, targets, config.costs),
+    lossLabels: (logits, match, numBoxes) => lossLabels(logits, targets, match, numBoxes, config.focalAlpha),
+  });
 }
