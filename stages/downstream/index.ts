@@ -173,7 +173,9 @@ export const evaluationStage: Stage<EvalInputs, EvaluationConfig, EvaluationResu
   name: 'evaluate',
   // Not bumped for the TensorBoard event files (per-epoch head losses, final metrics): the metrics are unchanged and
   // older outputs simply lack the events.
-  version: '1',
+  // 2: kNN's (and Pair DETR's) L2 norms as sqrt(Σ x²) (stages/engine/ops/norm.ts) instead of tf.norm: equal up to
+  // float rounding, which can still reorder a kNN tie.
+  version: '2',
   // The `detr` block enters the key only when the task runs, so adding it left every other evaluation's key as it was.
   // Blocks that default to "nothing new" stay out of the key, so evaluations cached before they existed stay valid:
   // `detr` only when that task runs, `repeats` only when above 1 (one repeat is the plain evaluation).

@@ -5,6 +5,7 @@
  */
 import { BadInputError } from '../../core/errors.js';
 import { tf } from '../../core/tf.js';
+import { l2Norm } from '../engine/ops/norm.js';
 
 export interface KnnOptions {
   k: number;
@@ -23,14 +24,14 @@ export function knnClassify(train: Float32Array, trainLabels: Int32Array, test: 
   const k = Math.min(options.k, nTrain);
   const predictions = new Int32Array(nTest);
   const bank = tf.tensor2d(train, [nTrain, dim]);
-  const bankNorm = tf.tidy(() => bank.div(tf.maximum(bank.norm('euclidean', 1, true), 1e-12)) as tf.Tensor2D);
+  const bankNorm = tf.tidy(() => bank.div(tf.maximum(l2Norm(bank, 1, true), 1e-12)) as tf.Tensor2D);
   bank.dispose();
   const block = options.blockSize ?? 256;
   for (let start = 0; start < nTest; start += block) {
     const end = Math.min(nTest, start + block);
     const [values, indices] = tf.tidy(() => {
       const q = tf.tensor2d(test.subarray(start * dim, end * dim), [end - start, dim]);
-      const qn = q.div(tf.maximum(q.norm('euclidean', 1, true), 1e-12)) as tf.Tensor2D;
+      const qn = q.div(tf.maximum(l2Norm(q, 1, true), 1e-12)) as tf.Tensor2D;
       const sim = tf.matMul(qn, bankNorm, false, true);
       const top = tf.topk(sim, k, true);
       return [top.values.dataSync() as Float32Array, top.indices.dataSync() as Int32Array];

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs';
 import { uniqueVariableName, type ParamInfo } from './params.js';
+import { l2Norm } from './ops/norm.js';
 
 /** Which parameters skip weight decay (and, for LARS, trust-ratio adaptation). */
 export type ParamFilter = (name: string, info: ParamInfo | undefined, variable: tf.Variable) => boolean;
@@ -164,8 +165,8 @@ export class LARS extends Optimizer {
     let d = g;
     if (!this.exclude(name, this.infos.get(name), p)) {
       if (this.weightDecay !== 0) d = tf.add(d, tf.mul(p, this.weightDecay));
-      const pNorm = tf.norm(p);
-      const dNorm = tf.norm(d);
+      const pNorm = l2Norm(p);
+      const dNorm = l2Norm(d);
       const ratio = tf.where(
         tf.logicalAnd(tf.greater(pNorm, 0), tf.greater(dNorm, 0)),
         tf.div(tf.mul(pNorm, this.trustCoefficient), tf.maximum(dNorm, 1e-30)),

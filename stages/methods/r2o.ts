@@ -41,7 +41,7 @@ import { roiAlignPlan, type RoiBox } from '../engine/ops/roi_align.js';
 import type { ParamStore } from '../engine/params.js';
 import { cosineMomentum } from '../engine/schedule.js';
 import { defineMethod, type BackboneFactory, type MethodBatch, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
-import { cosineRegression } from './shared/contrast.js';
+import { cosineRegression, l2Normalize } from './shared/contrast.js';
 import { buildEncoderPair, type Encoder } from './shared/momentum-encoder.js';
 
 export const r2oArgs = z.strictObject({
@@ -317,7 +317,7 @@ export class R2O implements MethodInstance<R2OArgs> {
       const masks = tf.tensor3d(softLabelMasks(regions, size, [h4, w4], slots), [b, slots, h4 * w4]);
       const pooled = maskPool(c4, masks); // [B, M, C4]
       const flat = tf.reshape(pooled, [b * slots, -1]) as tf.Tensor2D;
-      return tf.div(flat, tf.maximum(tf.norm(flat, 'euclidean', 1, true), 1e-12)) as tf.Tensor2D; // F.normalize
+      return l2Normalize(flat, 1); // F.normalize
     });
     const kFit = Math.min(k, points.shape[0]); // k-means++ cannot seed more centres than points
     const init = this.kmeansInit ? this.kmeansInit(points, kFit) : 'k-means++';

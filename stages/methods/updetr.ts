@@ -38,6 +38,7 @@ import type { DetrTarget, MatchIndices } from '../engine/detr/matcher.js';
 import { Linear } from '../engine/layers.js';
 import { roiAlign, type RoiBox } from '../engine/ops/roi_align.js';
 import { Initializer, ParamStore } from '../engine/params.js';
+import { l2Norm } from '../engine/ops/norm.js';
 import { defineMethod, type FeatureBackbone, type MethodBatch, type MethodBuild, type MethodExport, type MethodInstance, type StepContext, type StepResult } from './shared/contract.js';
 import { assertFiniteDetections, clippedStep, detectorExport, frozenBackbone, selfdetCropSourceView, weightedParts, wholeImageView, type DetectorLoss } from './shared/detector-pretraining.js';
 
@@ -300,7 +301,7 @@ function featureLoss(predFeature: tf.Tensor4D, layer: number, patchFeature: tf.T
   if (src.length === 0) return tf.scalar(0);
   return tf.tidy(() => {
     const pred = tf.reshape(tf.slice(predFeature, [layer, 0, 0, 0], [1, b, q, cb]), [b * q, cb]);
-    const normalize = (x: tf.Tensor2D) => tf.div(x, tf.maximum(tf.norm(x, 2, 1, true), 1e-12));
+    const normalize = (x: tf.Tensor2D) => tf.div(x, tf.maximum(l2Norm(x, 1, true), 1e-12));
     const a = normalize(tf.gather(pred, tf.tensor1d(src, 'int32')) as tf.Tensor2D);
     const g = normalize(tf.gather(patchFeature, tf.tensor1d(tgt, 'int32')) as tf.Tensor2D);
     return tf.div(tf.sum(tf.square(tf.sub(a, g))), numBoxes) as tf.Scalar;

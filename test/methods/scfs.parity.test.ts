@@ -162,11 +162,12 @@ describe('SCFS parity with skyoux/scfs main_scfs.train_one_epoch', () => {
         const [got, ref] = [grads.get(ours(n))!, toOurs(n, t, method.online)];
         if (/_head\.mlp\.[03]\.bias$/.test(n)) {
           // A bias right before a train-mode BatchNorm has a zero gradient (BN subtracts the batch mean): both sides hold
-          // float32 rounding noise only, so compare them to the scale of the layer's weight gradient instead.
+          // float32 rounding noise only, so compare them to the scale of the layer's weight gradient instead (within
+          // REL_TOL, as every gradient: the noise depends on the kernels' summation order, 1.2e-5 with oneDNN's).
           const w = sc.outputs.grads[n.replace(/bias$/, 'weight')]!;
           const scale = Math.max(...w.data.map(Math.abs));
           const noise = tf.tidy(() => Math.max(tf.max(tf.abs(got)).dataSync()[0]!, tf.max(tf.abs(ref)).dataSync()[0]!));
-          expect(noise / scale, `grad ${n} (zero up to rounding)`).toBeLessThan(1e-5);
+          expect(noise / scale, `grad ${n} (zero up to rounding)`).toBeLessThan(REL_TOL);
         } else {
           const what = n.startsWith('backbone.') ? 'grad maps (trunk)' : n.startsWith('head.') ? 'grad DINO head' : 'grad shallow heads';
           expect(note(what, tensorRelErr(got, ref)), `grad ${n}`).toBeLessThan(REL_TOL);

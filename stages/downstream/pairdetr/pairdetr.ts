@@ -40,6 +40,7 @@ import type { DetrTarget, MatchIndices } from '../../engine/detr/matcher.js';
 import { positionEmbeddingSine } from '../../engine/detr/position_encoding.js';
 import { TransformerDecoder } from '../../engine/detr/transformer.js';
 import { Initializer, type ParamScope } from '../../engine/params.js';
+import { l2Norm } from '../../engine/ops/norm.js';
 import type { Xyxy } from '../detection/boxes.js';
 import type { Detection } from '../detection/postprocess.js';
 
@@ -110,7 +111,7 @@ const lastLayer = (t: tf.Tensor4D): tf.Tensor3D => tf.squeeze(tf.slice(t, [t.sha
 
 /** z = h / max(‖h‖, 1e-12) along the last axis (F.normalize). */
 export function l2normalize<T extends tf.Tensor>(h: T): T {
-  return tf.tidy(() => tf.div(h, tf.maximum(tf.norm(h, 'euclidean', -1, true), 1e-12)) as T);
+  return tf.tidy(() => tf.div(h, tf.maximum(l2Norm(h, -1, true), 1e-12)) as T);
 }
 
 /** The (image, centre query, top-left query) of every object matched in both decoders, by image then object. */

@@ -5,10 +5,11 @@
 import * as tf from '@tensorflow/tfjs';
 import { BadInputError } from '../../../core/errors.js';
 import type { MemoryQueue } from '../../engine/queue.js';
+import { l2Norm } from '../../engine/ops/norm.js';
 
 /** torch.nn.functional.normalize: x / max(‖x‖₂, 1e-12) along `axis`. */
 export function l2Normalize<T extends tf.Tensor>(x: T, axis: number): T {
-  return tf.tidy(() => tf.div(x, tf.maximum(tf.norm(x, 'euclidean', axis, true), 1e-12)) as T);
+  return tf.tidy(() => tf.div(x, tf.maximum(l2Norm(x, axis, true), 1e-12)) as T);
 }
 
 /**

@@ -18,6 +18,7 @@ import type { CheckpointComponent } from '../../engine/checkpoint.js';
 import { Linear } from '../../engine/layers.js';
 import { Initializer, uniqueVariableName, type ParamStore } from '../../engine/params.js';
 import { l2Normalize } from './contrast.js';
+import { l2Norm } from '../../engine/ops/norm.js';
 import { reinitialize } from './heads.js';
 import type { NamedGradients } from './contract.js';
 
@@ -79,7 +80,7 @@ export class DinoHead {
       });
       const z = l2Normalize(h, 1); // [N, D]
       // torch._weight_norm(v, g, dim=0): W̄ = v · g / ‖v‖ per output unit (no eps).
-      const w = tf.mul(this.weightV, tf.div(this.weightG, tf.norm(this.weightV, 'euclidean', 0, true))) as tf.Tensor2D; // [D, K]
+      const w = tf.mul(this.weightV, tf.div(this.weightG, l2Norm(this.weightV, 0, true))) as tf.Tensor2D; // [D, K]
       return tf.matMul(z, w);
     });
   }
@@ -159,7 +160,7 @@ export function centersComponent(centers: readonly DinoCenter[]): CheckpointComp
 export function clipGradientsPerParameter(grads: NamedGradients, clip: number): void {
   if (!(clip > 0)) throw new Error(`clipGradientsPerParameter: clip must be > 0, got ${clip}`);
   for (const [name, g] of grads) {
-    const clipped = tf.tidy(() => tf.mul(g, tf.minimum(tf.div(clip, tf.add(tf.norm(g), 1e-6)), 1)));
+    const clipped = tf.tidy(() => tf.mul(g, tf.minimum(tf.div(clip, tf.add(l2Norm(g), 1e-6)), 1)));
     g.dispose();
     grads.set(name, clipped);
   }
