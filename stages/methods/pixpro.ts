@@ -3,7 +3,8 @@
  * Xie, Lin, Zhang, Cao, Lin, Hu, CVPR 2021, https://arxiv.org/abs/2011.10043.
  * Authors' code: zdaxie/PixPro@e390d6b `contrast/models/PixPro.py` (PixPro, MLP2d, featprop, regression_loss,
  * _momentum_update_key_encoder), `contrast/data/transform_coord.py` (crop coordinates), `contrast/lars.py`,
- * `tools/pixpro_base_r50_400ep.sh` (the released recipe), `contrast/option.py` (defaults).
+ * `tools/pixpro_base_r50_400ep.sh` (the released recipe), `contrast/option.py` (defaults), `contrast/resnet.py` (the
+ * backbone: zero γ on the last BN of every residual branch, `backboneInit` below).
  *
  * Per view v ∈ {0, 1} of an image, on its last feature map (C5):
  *   x_v = g_θ(f_θ(view_v))                 projector MLP2d: conv1×1 C→H, BN, ReLU, conv1×1 H→D   [B, S², D]
@@ -312,6 +313,16 @@ export const pixpro = defineMethod({
   },
   code: { repo: 'zdaxie/PixPro', commit: 'e390d6b' },
   args: pixproArgs,
+  // 2: the backbone's residual branches start at zero (backboneInit), as contrast/resnet.py's ResNet does.
+  version: '2',
+  backboneInit: {
+    zeroInitResidual: true,
+    why:
+      "contrast/resnet.py:164-173 (ResNet.__init__, \"zero gamma for batch norm: reference bag of tricks\"): after the " +
+      "conv/BN init loop every parameter whose name ends in 'bn3.weight' (Bottleneck) or 'bn2.weight' (BasicBlock) is " +
+      'zeroed, i.e. the last BN of each residual branch (stem bn1 and downsample.1 keep γ = 1); the encoder is that class ' +
+      '(main_pretrain.py:30 resnet.__dict__[args.arch], models/PixPro.py:113) and encoder_k copies it (PixPro.py:120-122)',
+  },
   consumes: { views: VIEW_PRESETS.pixpro, geometry: true },
   // tools/pixpro_base_r50_{100,400}ep.sh: LARS (trust 0.001, BN/bias excluded), base lr 1.0 per 256, momentum 0.9,
   // wd 1e-5, 5 warm-up epochs (of 100 here; 5/400 in the 400-epoch run), cosine.

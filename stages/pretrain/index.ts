@@ -17,7 +17,7 @@ import { RESNET_PRESETS, ResNet, type ResNetPreset } from '../engine/resnet.js';
 import { decodeSafetensors, typedArrayOf } from '../engine/safetensors.js';
 import { warmupCosineLr } from '../engine/schedule.js';
 import { methodModule } from '../methods/index.js';
-import type { BackboneFactory, MethodBatch, MethodInstance, MethodModule, PretrainedBackbone, VitBuild } from '../methods/shared/contract.js';
+import type { BackboneFactory, BackboneInit, MethodBatch, MethodInstance, MethodModule, PretrainedBackbone, VitBuild } from '../methods/shared/contract.js';
 import { VisionTransformer, VIT_PRESETS, type VitConfig, type VitPreset } from '../engine/vit.js';
 import { backboneFamily, type BackboneArch, type PretrainConfig } from './config.js';
 import { loadProposals, MethodBatchFeeder, type HostBatch } from './feeder.js';
@@ -65,10 +65,14 @@ export function learningRate(config: PretrainConfig, step: number, total: number
   return warmupCosineLr(step, { baseLr: peak, totalSteps: total, warmupSteps });
 }
 
-/** The engine's ResNet, truncated at its last stage (C5), built into the encoder's ParamStore. */
-export function resnetBackbone(arch: ResNetPreset): BackboneFactory {
+/**
+ * The engine's ResNet, truncated at its last stage (C5), built into the encoder's ParamStore. `init`: the method's
+ * declared departure from the default init (`MethodModule.backboneInit`); absent = the preset's defaults.
+ */
+export function resnetBackbone(arch: ResNetPreset, init?: BackboneInit): BackboneFactory {
+  const zeroInitResidual = init?.zeroInitResidual ?? RESNET_PRESETS[arch].zeroInitResidual;
   return (store, prefix, seed) => {
-    const net = new ResNet({ ...RESNET_PRESETS[arch], layers: [...RESNET_PRESETS[arch].layers], numClasses: 0 }, seed, store, prefix);
+    const net = new ResNet({ ...RESNET_PRESETS[arch], layers: [...RESNET_PRESETS[arch].layers], zeroInitResidual, numClasses: 0 }, seed, store, prefix);
     return {
       outChannels: net.outChannels,
       stride: net.outputStride,
@@ -109,9 +113,10 @@ export function createMethod(config: PretrainConfig, totalSteps = config.steps, 
   module.validate?.(config.args, { batchSize: config.batchSize, imageSize: config.imageSize });
   const arch = config.backbone.arch as BackboneArch;
   const vit = backboneFamily(arch) === 'vit' ? vitBuild(arch as VitPreset, config.imageSize) : undefined;
+  if (vit && module.backboneInit) throw new Error(`method '${config.method}' declares backboneInit, which only a ResNet backbone has (pretrain.backbone.arch ${arch} is a ViT)`);
   return module.create({
     args: config.args,
-    backbone: vit ? vitFeatureBackbone(vit) : resnetBackbone(arch as ResNetPreset),
+    backbone: vit ? vitFeatureBackbone(vit) : resnetBackbone(arch as ResNetPreset, module.backboneInit),
     backboneChannels: vit ? vit.config.embedDim : presetOutChannels(arch as ResNetPreset),
     ...(vit ? { vit } : {}),
     seed: config.seed,

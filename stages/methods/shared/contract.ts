@@ -215,6 +215,21 @@ export interface PretrainedBackbone {
   load(store: ParamStore, prefix: string): void;
 }
 
+/**
+ * How a method's official code initialises its ResNet where that differs from torchvision's `resnet50()` defaults
+ * (convs kaiming fan_out, every BN γ 1 and β 0), which the engine's ResNet follows (`MethodModule.backboneInit`).
+ */
+export interface BackboneInit {
+  /**
+   * Zero the γ of the last BatchNorm of every residual branch (BasicBlock `bn2`, Bottleneck `bn3`; not the stem's `bn1`,
+   * not `downsample.1`), so each block starts as its shortcut: torchvision's `zero_init_residual=True`, mmcv/OpenSelfSup's
+   * `zero_init_residual`, a hand-written `nn.init.constant_(m.bn3.weight, 0)`.
+   */
+  zeroInitResidual: boolean;
+  /** Where the official code does it: file and line at the module's `code.commit`. */
+  why: string;
+}
+
 /** The backbone families a method can declare (`MethodModule.architecture`). */
 export type BackboneFamily = 'resnet' | 'vit';
 
@@ -272,6 +287,14 @@ export interface MethodModule<Schema extends z.ZodObject = z.ZodObject> {
   readonly version?: string;
   /** The backbone family it trains (`pretrain.backbone.arch` must be one of its presets); absent = ResNet. */
   readonly architecture?: BackboneFamily;
+  /**
+   * ResNet family only: the official code's init of the backbone where it departs from torchvision's defaults, applied
+   * by the pretrain stage where it builds the method's backbone (`createMethod` → `resnetBackbone`), so every encoder
+   * the method builds from `MethodBuild.backbone` (online and momentum) starts from it. Absent = the defaults, as the
+   * supervised baseline and the random-init evaluation keep. It changes what a method learns: set it together with a
+   * bump of `version`. test/methods/backbone-init.test.ts holds the survey of every method's official code it must match.
+   */
+  readonly backboneInit?: BackboneInit;
   /** One line for CLI help and the docs index. */
   readonly title: string;
   readonly paper: { citation: string; url: string };
