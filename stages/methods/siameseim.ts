@@ -291,7 +291,9 @@ function buildBranch(store: ParamStore, vit: VitBuild, a: Required<Pick<SiameseI
   const net = vit.build(store, 'backbone', seed);
   // SiameseIM's own sin-cos table (row first), a fixed buffer like MAE's.
   const pos = store.get('backbone.pos_embed');
-  pos.assign(tf.tensor3d(siameseimPositionEmbedding(vit.config.embedDim, net.gridSize), pos.shape as [number, number, number]));
+  const table = tf.tensor3d(siameseimPositionEmbedding(vit.config.embedDim, net.gridSize), pos.shape as [number, number, number]);
+  pos.assign(table);
+  table.dispose(); // the variable holds its own reference (was 2 tensors left per built method)
   const init = new Initializer(`siameseim:${seed}`);
   const root = store.scope('');
   const blockConfig = { embedDim: a.decoderEmbedDim, numHeads: a.decoderNumHeads, mlpRatio: vit.config.mlpRatio };
